@@ -1,0 +1,75 @@
+"""The Reviser: control phrases, reviser contexts, token-exact teacher inputs, SRT examples (Eq. 1-2).
+
+All sequences are built by concatenating token ids. Re-tokenising joined text would not reproduce them:
+BPE tokenizers merge across the join ("...19.\\n\\n" + "Wait" tokenises differently from the whole), so the
+teacher would score tokens the student never sampled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sdzero import end_of_turn_ids
+
+# P_r, chosen by the binary reward r (sdzero-spec.md, "Control phrases").
+CONTROL_PHRASES = {
+    "paper": {1: "Let me rephrase the above solution.",
+              0: "Wait, this response is not correct, let me start over."},
+    "qwen": {1: "Let me rephrase the above solution.",
+             0: "Wait, this response is wrong. Let me correct it."},
+    "olmo": {1: "Let me rephrase the above solution.",
+             0: "Wrong. I need to redo all."},
+}
+
+
+def strip_end_of_turn(tokenizer, response_ids: list[int]) -> list[int]:
+    """y': the response without its final end-of-turn token (if it has one), so the turn continues."""
+    if response_ids and response_ids[-1] in end_of_turn_ids(tokenizer):
+        return list(response_ids[:-1])
+    return list(response_ids)
+
+
+def phrase_ids(tokenizer, reward: int, style: str = "paper") -> list[int]:
+    """ids("\\n\\n" + P_r + "\\n\\n"), tokenised on its own so every context uses the same ids."""
+    if style not in CONTROL_PHRASES:
+        raise ValueError(f"--phrase-style {style!r}: expected one of {sorted(CONTROL_PHRASES)}")
+    return tokenizer.encode("\n\n" + CONTROL_PHRASES[style][int(reward)] + "\n\n", add_special_tokens=False)
+
+
+def reviser_context_ids(tokenizer, prompt_ids: list[int], y_init_ids: list[int], reward: int,
+                        style: str = "paper") -> list[int]:
+    """chat(x) + y_init + "\\n\\n" + P_r + "\\n\\n": the assistant turn continues, no new user turn."""
+    return list(prompt_ids) + strip_end_of_turn(tokenizer, y_init_ids) + phrase_ids(tokenizer, reward, style)
+
+
+def teacher_input_ids(tokenizer, prompt_ids: list[int], response_ids: list[int], reward: int,
+                      style: str = "paper") -> tuple[list[int], int]:
+    """Phase 2 teacher input: chat(x) + y' + ids(phrase) + y, and the index where the second copy of y starts.
+
+    The teacher's logits at positions start-1 .. len(ids)-2 predict y, i.e. pi_T(. | x, y, P_r, y_<t).
+    """
+    context = reviser_context_ids(tokenizer, prompt_ids, response_ids, reward, style)
+    return context + list(response_ids), len(context)
+
+
+@dataclass
+class SRTExample:
+    """One kept tuple (x, y_init, P_r, y_rev) as a token sequence with the masks of Eq. 1 and Eq. 2.
+
+    Eq. 1 (L_rev) and Eq. 2 (L_gen) score the same token sequence chat(x) + y_init + phrase + y_rev: they
+    differ only in which tokens carry loss, so both terms come from one forward pass.
+    mask[i] == 1 means token input_ids[i] is a target (predicted from input_ids[:i]).
+    """
+    input_ids: list[int]
+    rev_mask: list[int]  # Eq. 1: y_rev tokens only
+    gen_mask: list[int]  # Eq. 2: the whole assistant turn y_init + phrase + y_rev
+    reward: int  # r of y_init
+
+
+def srt_example(tokenizer, prompt_ids: list[int], y_init_ids: list[int], reward: int, y_rev_ids: list[int],
+                style: str = "paper") -> SRTExample:
+    context = reviser_context_ids(tokenizer, prompt_ids, y_init_ids, reward, style)
+    ids = context + list(y_rev_ids)
+    n_prompt, n_ctx = len(prompt_ids), len(context)
+    rev_mask = [0] * n_ctx + [1] * len(y_rev_ids)
+    gen_mask = [0] * n_prompt + [1] * (len(ids) - n_prompt)
+    return SRTExample(ids, rev_mask, gen_mask, int(reward))

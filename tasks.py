@@ -1,0 +1,100 @@
+"""Data for SD-Zero: (question, answer) pairs split into N1 (Phase 1), N2 (Phase 2) and held-out questions.
+
+The embedded math task needs nothing but this file: seeded two-operand arithmetic whose difficulty is a
+knob, so a 135M model is wrong often and right sometimes (the regime where revision can teach anything).
+Local JSONL files work too; Hub datasets come with the data issue.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Example:
+    question: str
+    answer: str  # the final answer only (no reasoning trace): all SD-Zero ever sees of the solution
+    meta: dict = field(default_factory=dict)
+
+
+MATH_INSTRUCTION = "Put the final answer in \\boxed{}."
+
+
+def math_prompt(question: str) -> str:
+    return f"{question} {MATH_INSTRUCTION}"
+
+
+def _arithmetic_space(max_operand: int, ops: str) -> list[tuple[int, str, int]]:
+    return [(a, op, b) for op in ops for a in range(1, max_operand + 1) for b in range(1, max_operand + 1)
+            if not (op == "-" and b > a)]  # keep subtraction non-negative
+
+
+def _answer(a: int, op: str, b: int) -> int:
+    return {"+": a + b, "-": a - b, "*": a * b}[op]
+
+
+def embedded_math(n1: int, n2: int, n_eval: int, *, seed: int = 0, max_operand: int = 30,
+                  ops: str = "+") -> dict[str, list[Example]]:
+    """Disjoint N1 / N2 / held-out splits of 'What is a op b?' questions, a fixed function of `seed`."""
+    bad = set(ops) - set("+-*")
+    if bad or not ops:
+        raise ValueError(f"--math-ops {ops!r}: use a non-empty subset of '+-*'")
+    space = _arithmetic_space(max_operand, ops)
+    need = n1 + n2 + n_eval
+    if need > len(space):
+        raise ValueError(f"--n1 + --n2 + --n-eval = {need} questions, but --math-max-operand {max_operand} with "
+                         f"ops {ops!r} has only {len(space)} distinct ones; raise --math-max-operand")
+    random.Random(seed).shuffle(space)
+    rows = [Example(f"What is {a} {op} {b}?", str(_answer(a, op, b)), {"a": a, "op": op, "b": b})
+            for a, op, b in space[:need]]
+    return {"n1": rows[:n1], "n2": rows[n1:n1 + n2], "eval": rows[n1 + n2:need]}
+
+
+def load_jsonl(path: str | Path, question_field: str = "question", answer_field: str = "answer") -> list[Example]:
+    """Rows of a local JSONL file; a row without the named fields is an error that names file, row and field."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--dataset {path}: row {lineno} is not valid JSON ({e.msg})") from None
+            for name, flag in ((question_field, "--question-field"), (answer_field, "--answer-field")):
+                if not isinstance(obj, dict) or name not in obj or obj[name] in (None, ""):
+                    raise ValueError(f"--dataset {path}: row {lineno} has no field {name!r} ({flag}); "
+                                     f"its fields are {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+            rows.append(Example(str(obj[question_field]), str(obj[answer_field]), {"row": lineno}))
+    if not rows:
+        raise ValueError(f"--dataset {path}: no rows")
+    return rows
+
+
+def split_rows(rows: list[Example], n1: int, n2: int, n_eval: int, *, seed: int = 0,
+               source: str = "dataset") -> dict[str, list[Example]]:
+    """Seeded disjoint N1 / N2 / held-out splits of a list of rows."""
+    need = n1 + n2 + n_eval
+    if need > len(rows):
+        raise ValueError(f"--dataset {source}: {len(rows)} rows, but --n1 + --n2 + --n-eval = {need}")
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return {"n1": rows[:n1], "n2": rows[n1:n1 + n2], "eval": rows[n1 + n2:need]}
+
+
+def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, seed: int = 0,
+              question_field: str = "question", answer_field: str = "answer",
+              math_max_operand: int = 30, math_ops: str = "+") -> dict[str, list[Example]]:
+    if task != "math":
+        raise ValueError(f"--task {task}: only 'math' is available so far (code data comes with the data issue)")
+    if dataset in (None, "", "embedded"):
+        return embedded_math(n1, n2, n_eval, seed=seed, max_operand=math_max_operand, ops=math_ops)
+    if Path(dataset).suffix == ".jsonl":
+        if not Path(dataset).exists():
+            raise ValueError(f"--dataset {dataset}: no such file")
+        rows = load_jsonl(dataset, question_field, answer_field)
+        return split_rows(rows, n1, n2, n_eval, seed=seed, source=dataset)
+    raise ValueError(f"--dataset {dataset}: expected 'embedded' or a local .jsonl file "
+                     "(Hub datasets are not wired in yet)")

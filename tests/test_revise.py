@@ -1,0 +1,83 @@
+"""Token-exact reviser contexts, teacher inputs (design.md contract) and SRT masks (Eq. 1-2)."""
+import pytest
+
+import revise
+import sdzero
+
+
+@pytest.fixture(scope="module")
+def smol_tok():
+    """SmolLM2's real tokenizer (from the embedded GGUF, converted once into the cache)."""
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(sdzero.embedded_model_dir("smollm2-135m"))
+
+
+def _tokenizers(micro_model_dir, smol_tok):
+    from transformers import AutoTokenizer
+    return {"micro": AutoTokenizer.from_pretrained(micro_model_dir), "smollm2": smol_tok}
+
+
+@pytest.mark.parametrize("which", ["micro", "smollm2"])
+@pytest.mark.parametrize("reward", [0, 1])
+@pytest.mark.parametrize("ends_with_eot", [True, False])
+@pytest.mark.parametrize("style", ["paper", "qwen", "olmo"])
+def test_teacher_input_ids_layout(micro_model_dir, smol_tok, which, reward, ends_with_eot, style):
+    tok = _tokenizers(micro_model_dir, smol_tok)[which]
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    prompt = sdzero.chat_prompt_ids(tok, "What is 12 + 7? Put the final answer in \\boxed{}.")
+    y_text = "12 + 7 = 19.\n\nSo, the final answer is 19."
+    y = tok.encode(y_text, add_special_tokens=False) + ([eot] if ends_with_eot else [])
+
+    ids, start = revise.teacher_input_ids(tok, prompt, y, reward, style)
+
+    phrase = tok.encode("\n\n" + revise.CONTROL_PHRASES[style][reward] + "\n\n", add_special_tokens=False)
+    y_prime = y[:-1] if ends_with_eot else y
+    assert ids == prompt + y_prime + phrase + y  # the contract, id for id
+    assert ids[start:] == y
+    assert start == len(prompt) + len(y_prime) + len(phrase)
+    # No end-of-turn token inside the assistant turn before the second copy: the turn continues.
+    assert eot not in ids[len(prompt):start]
+    # The text between prompt and second copy is y_init + "\n\n" + P_r + "\n\n", exactly.
+    assert tok.decode(ids[len(prompt):start]) == y_text + "\n\n" + revise.CONTROL_PHRASES[style][reward] + "\n\n"
+    # The reviser context used in Phase 1 is the teacher input without the second copy.
+    assert revise.reviser_context_ids(tok, prompt, y, reward, style) == ids[:start]
+
+
+def test_smollm2_retokenising_would_differ(smol_tok):
+    """Why ids are concatenated: BPE merges across the join, so text round-trips change the tokens."""
+    y = smol_tok.encode("The answer is 19.", add_special_tokens=False)
+    joined = y + revise.phrase_ids(smol_tok, 0) + y
+    retok = smol_tok.encode(smol_tok.decode(joined), add_special_tokens=False)
+    assert smol_tok.decode(retok) == smol_tok.decode(joined)
+    # The phrase block ends in "\n\n", one token on its own; followed by text it splits in two.
+    assert retok != joined
+
+
+def test_control_phrases_match_spec():
+    assert revise.CONTROL_PHRASES["paper"][0] == "Wait, this response is not correct, let me start over."
+    assert revise.CONTROL_PHRASES["paper"][1] == "Let me rephrase the above solution."
+    assert revise.CONTROL_PHRASES["qwen"][0] == "Wait, this response is wrong. Let me correct it."
+    assert revise.CONTROL_PHRASES["olmo"][0] == "Wrong. I need to redo all."
+    with pytest.raises(ValueError, match="phrase-style"):
+        revise.phrase_ids(None, 0, "nope")
+
+
+@pytest.mark.parametrize("reward", [0, 1])
+def test_srt_example_masks(micro_model_dir, reward):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(micro_model_dir)
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    prompt = sdzero.chat_prompt_ids(tok, "What is 3 + 4?")
+    y_init = tok.encode("3 + 4 = 8.", add_special_tokens=False) + [eot]
+    y_rev = tok.encode("3 + 4 = 7.", add_special_tokens=False) + [eot]
+    ex = revise.srt_example(tok, prompt, y_init, reward, y_rev)
+    phrase = revise.phrase_ids(tok, reward)
+    assert ex.input_ids == prompt + y_init[:-1] + phrase + y_rev
+    n = len(ex.input_ids)
+    assert len(ex.rev_mask) == len(ex.gen_mask) == n
+    # Eq. 1: exactly the y_rev tokens (its end-of-turn token included: the reviser learns to stop).
+    assert [t for t, m in zip(ex.input_ids, ex.rev_mask) if m] == y_rev
+    # Eq. 2: the whole assistant turn y_init + phrase + y_rev, nothing of the prompt.
+    assert [t for t, m in zip(ex.input_ids, ex.gen_mask) if m] == y_init[:-1] + phrase + y_rev
+    assert ex.gen_mask[:len(prompt)] == [0] * len(prompt)
+    assert ex.reward == reward

@@ -1,0 +1,767 @@
+"""SD-Zero: Self-Distillation Zero (arXiv:2604.12002), the training script and the paper companion.
+
+    python train.py --task math                 # the demo: embedded SmolLM2-135M, embedded arithmetic, CPU
+    python train.py --task math --preset smoke  # a micro random-shaped model, seconds (what tests drive)
+
+The algorithm, step by step (sdzero-spec.md), and where each step lives:
+  0. Data: question/answer pairs (x, a) split into disjoint N1, N2 and held-out sets .... tasks.load_task
+     Reward r(y, a) in {0, 1} from the final answer ......................................... verify.check_math
+  1. Phase 1, self-revision training (SRT) ..................................................... phase1_sample, phase1_train
+     1a. one y_init ~ pi(.|x) per x in N1, r = r(y_init, a) ...................................... sdzero.generate
+     1b. 3 revisions per y_init from chat(x) + y_init + "\\n\\n" + P_r + "\\n\\n" ................... revise.reviser_context_ids
+     1c. keep revisions that verify: D_rev = {(x, y_init, P_r, y_rev)} ........................... phase1_sample
+     1d. train on L_SRT = L_rev (Eq. 1) + L_gen (Eq. 2), one optimizer ........................... srt_loss
+  2. Phase 2, on-policy self-distillation (student from SRT, teacher = frozen SRT copy) ......... phase2_train
+     2a. the student samples ONE y per x in N2; r = r(y, a); P_r by r ........................... phase2_step
+     2b. teacher input chat(x) + y' + ids(phrase) + y, token ids only ........................... revise.teacher_input_ids
+     2c. Eq. 4: mean over response tokens of KL(pi_S(.|x, y<t) || pi_T(.|x, y, P_r, y<t)),
+         reverse KL over the teacher's top-64, teacher a stop-gradient target ................... distill.chunked_distill_loss
+     2d. optional teacher refresh: --teacher sync:N (hard copy) or ema:R ......................... update_teacher
+  3. Held-out evaluation before Phase 1, after Phase 1 and after Phase 2: avg@k, pass@k ........ evaluate
+
+Deliberate deviations from the paper (each a flag where it matters):
+  - Scale: the demo uses a 135M model, two-operand arithmetic, 48 new tokens and ~300 training
+    questions instead of Qwen3-4B, OpenR1-Math and 16K tokens; the `paper` preset holds the paper's values.
+  - Learning rates: the demo uses --srt-lr 3e-5 and --p2-lr 5e-6 (paper 5e-6 for both); a 135M model on a
+    few hundred examples needs a larger SRT step to learn the revision format at all.
+  - Eq. 1 and Eq. 2 score the same token sequence with different loss masks; both come from one forward
+    pass (revise.SRTExample). The value of L_rev + L_gen is the paper's.
+  - Phase 2 learning-rate schedule: warmup then constant (the authors' code); Phase 1 uses cosine (paper).
+  - The authors' code variants are flags: --phrase-style qwen|olmo, --no-revise-correct, --divergence mixed,
+    --temperature 1.0. Not implemented: the authors' two-stage SRT with y_init + P_r in a user turn.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import distill
+import revise
+import sdzero
+import tasks
+import verify
+
+REPO = Path(__file__).resolve().parent
+
+
+def knob(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # what to run
+    task: str = knob("math", "task: math (code comes with the data issue)")
+    preset: str = knob("demo", "demo (embedded SmolLM2, CPU) | smoke (micro model, seconds) | paper (Qwen3-4B, GPUs)")
+    method: str = knob("sdzero", "sdzero (Phase 1 + 2) | srt (stop after Phase 1)")
+    model: str = knob("smollm2-135m", "Hugging Face id, local folder, or the embedded alias smollm2-135m")
+    dataset: str = knob("embedded", "'embedded' or a local .jsonl with --question-field/--answer-field")
+    question_field: str = knob("question", "question field of a --dataset file")
+    answer_field: str = knob("answer", "final-answer field of a --dataset file")
+    out: str = knob("runs/demo", "run folder: config, metrics, samples, checkpoint, results, final model")
+    seed: int = knob(0, "seeds sampling, shuffling and initialisation")
+    data_seed: int = knob(0, "seeds the N1/N2/held-out split (fixed across --seed so seeds share a test set)")
+    n1: int = knob(128, "Phase 1 questions (paper: 10K)")
+    n2: int = knob(160, "Phase 2 questions (paper: 9K)")
+    n_eval: int = knob(256, "held-out questions")
+    math_max_operand: int = knob(30, "embedded math: operands in 1..N")
+    math_ops: str = knob("+", "embedded math: operators, a subset of '+-*'")
+    # sampling (sdzero-spec.md, Phase 1 step 1 and Phase 2)
+    max_new_tokens: int = knob(48, "new tokens per sample (paper: 16K)")
+    temperature: float = knob(0.7, "sampling temperature for training rollouts (paper 0.7; authors' code 1.0)")
+    gen_batch_size: int = knob(64, "prompts per generation batch (memory bound)")
+    num_revisions: int = knob(3, "revisions sampled per y_init in Phase 1 (paper: 3)")
+    revise_correct: bool = knob(True, "also revise correct y_init with the r=1 phrase (paper: yes; authors' code: no)")
+    phrase_style: str = knob("paper", "control phrases: paper | qwen | olmo (sdzero-spec.md)")
+    # Phase 1: SRT (paper: AdamW, lr 5e-6, cosine, 5% warmup, 2-3 epochs)
+    srt_loss: str = knob("both", "L_SRT terms: both (Eq. 1 + Eq. 2) | gen (Eq. 2) | rev (Eq. 1); paper Table 11")
+    srt_lr: float = knob(3e-5, "Phase 1 learning rate (paper 5e-6)")
+    srt_epochs: int = knob(2, "Phase 1 epochs (paper 2-3)")
+    srt_batch_size: int = knob(8, "kept tuples per Phase 1 step")
+    srt_warmup: float = knob(0.05, "Phase 1 warmup share of steps, then cosine (paper ~5%)")
+    # Phase 2: on-policy self-distillation
+    p2_lr: float = knob(5e-6, "Phase 2 learning rate (paper 5e-6)")
+    p2_steps: int = knob(20, "Phase 2 optimizer steps")
+    p2_batch_size: int = knob(8, "prompts per Phase 2 step, one sample each (authors' code: 128)")
+    p2_warmup: int = knob(0, "Phase 2 warmup steps, then constant lr (authors' code: 20)")
+    teacher: str = knob("frozen", "frozen (paper default) | sync:N (copy student->teacher every N steps) | ema:R")
+    divergence: str = knob("reverse", "reverse KL(S||T) (paper Eq. 4) | forward | mixed (authors' code) | jsd")
+    topk: int = knob(64, "support: the top-k tokens, renormalised (paper: 64); 0 = full vocabulary")
+    support: str = knob("teacher", "whose top-k: teacher (paper) | student")
+    tail: bool = knob(False, "add a tail bucket with the remaining mass instead of renormalising")
+    beta: float = knob(0.5, "mixing weight of --divergence mixed and jsd")
+    teacher_max_len: int = knob(4096, "teacher context cap; longer y is truncated for student and teacher alike")
+    loss_chunk: int = knob(256, "response positions per chunk of the memory-bounded Phase 2 loss")
+    # optimisation (both phases)
+    weight_decay: float = knob(0.0, "AdamW weight decay")
+    grad_clip: float = knob(1.0, "gradient-norm clip (authors' code: 1.0)")
+    # evaluation
+    eval_samples: int = knob(1, "samples per held-out question: avg@k and pass@k use k = this")
+    eval_temperature: float = knob(0.0, "held-out sampling temperature (0 = greedy, needs --eval-samples 1)")
+    # bookkeeping
+    save_every: int = knob(0, "checkpoint every N optimizer steps inside a phase (0: only between stages)")
+    resume: bool = knob(False, "continue the run in --out from its checkpoint")
+    log_samples: int = knob(2, "samples per step written to samples.jsonl")
+    wandb: str = knob("", "log to this Weights & Biases project (needs `pip install wandb`)")
+    threads: int = knob(0, "torch CPU threads (0 = all cores)")
+
+
+PRESETS = {
+    "demo": {},
+    "smoke": dict(model=str(REPO / "tests" / "fixtures" / "micro"), out="runs/smoke", n1=16, n2=8, n_eval=16,
+                  math_max_operand=9, max_new_tokens=24, gen_batch_size=32, srt_epochs=1, srt_batch_size=4,
+                  srt_lr=1e-3, p2_steps=3, p2_batch_size=4, p2_lr=1e-4, loss_chunk=7, save_every=1,
+                  teacher_max_len=128),
+    # Qwen3-4B-Instruct-2507 on 8 GPUs (sdzero-spec.md hyperparameters); needs the Hub and the data issue.
+    "paper": dict(model="Qwen/Qwen3-4B-Instruct-2507", dataset="open-r1/OpenR1-Math-220k", out="runs/paper",
+                  n1=10000, n2=9000, n_eval=500, max_new_tokens=16384, temperature=0.7, srt_lr=5e-6,
+                  srt_epochs=2, srt_batch_size=64, p2_lr=5e-6, p2_steps=400, p2_batch_size=128, p2_warmup=20,
+                  teacher_max_len=40960, gen_batch_size=256, eval_samples=8, eval_temperature=0.7, save_every=50),
+}
+
+
+def parse_args(argv=None) -> Config:
+    p = argparse.ArgumentParser(description="SD-Zero: self-revision turns binary rewards into dense supervision",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{f.metadata['help']} (default: {f.default})")
+        else:
+            typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            choices = list(PRESETS) if f.name == "preset" else None
+            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, choices=choices,
+                           help=f"{f.metadata['help']} (default: {f.default})")
+    given = vars(p.parse_args(argv))
+    values = dict(PRESETS[given.get("preset", "demo")])
+    values.update(given)  # explicit flags override the preset
+    cfg = Config(**values)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: Config) -> None:
+    def bad(flag, why):
+        raise SystemExit(f"{flag}: {why}")
+    if cfg.method not in ("sdzero", "srt"):
+        bad("--method", f"{cfg.method!r} is not one of sdzero, srt (rft and grpo come with the baselines issue)")
+    if cfg.srt_loss not in ("both", "gen", "rev"):
+        bad("--srt-loss", f"{cfg.srt_loss!r} is not one of both, gen, rev")
+    if cfg.divergence not in ("reverse", "forward", "mixed", "jsd"):
+        bad("--divergence", f"{cfg.divergence!r} is not one of reverse, forward, mixed, jsd")
+    if cfg.support not in ("teacher", "student"):
+        bad("--support", f"{cfg.support!r} is not one of teacher, student")
+    if cfg.phrase_style not in revise.CONTROL_PHRASES:
+        bad("--phrase-style", f"{cfg.phrase_style!r} is not one of {', '.join(revise.CONTROL_PHRASES)}")
+    parse_teacher(cfg.teacher)
+    if cfg.eval_temperature <= 0 and cfg.eval_samples != 1:
+        bad("--eval-samples", "greedy evaluation (--eval-temperature 0) gives one answer per question; use 1")
+    for name in ("n1", "n2", "n_eval", "max_new_tokens", "gen_batch_size", "srt_batch_size", "p2_batch_size",
+                 "loss_chunk", "eval_samples"):
+        if getattr(cfg, name) < 1:
+            bad("--" + name.replace("_", "-"), "must be at least 1")
+    if cfg.topk < 0:
+        bad("--topk", "must be 0 (full vocabulary) or positive")
+    if not 0 <= cfg.beta <= 1:
+        bad("--beta", "must lie in [0, 1]")
+
+
+def parse_teacher(spec: str) -> tuple[str, float]:
+    kind, _, arg = spec.partition(":")
+    try:
+        if kind == "frozen" and not arg:
+            return "frozen", 0.0
+        if kind == "sync" and int(arg) >= 1:
+            return "sync", int(arg)
+        if kind == "ema" and 0 < float(arg) <= 1:
+            return "ema", float(arg)
+    except ValueError:
+        pass
+    raise SystemExit(f"--teacher {spec!r}: expected frozen, sync:N (N >= 1 steps) or ema:R (0 < R <= 1)")
+
+
+# ---------------------------------------------------------------------------------------------- utilities
+
+def derive_seed(*keys) -> int:
+    """A 63-bit seed from (run seed, stage, step, index): rollouts do not depend on batching or resumes."""
+    return int.from_bytes(hashlib.sha256(repr(keys).encode()).digest()[:8], "little") >> 1
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write to a temporary file, fsync, rename: a crash leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def reward(response: str, answer: str, task: str) -> int:
+    return int(verify.check_math(response, answer).correct)
+
+
+class RunLog:
+    """metrics.jsonl (one object per step), samples.jsonl, optional wandb, one printed line per step."""
+
+    def __init__(self, cfg: Config, out: Path):
+        self.metrics = open(out / "metrics.jsonl", "a")
+        self.samples = open(out / "samples.jsonl", "a")
+        self.wandb = None
+        if cfg.wandb:
+            try:
+                import wandb
+            except ImportError:
+                raise SystemExit("--wandb: the wandb package is not installed (`pip install wandb`)") from None
+            self.wandb = wandb.init(project=cfg.wandb, config=dataclasses.asdict(cfg), name=out.name)
+
+    def step(self, row: dict, line: str | None = None) -> None:
+        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.flush()
+        if self.wandb is not None:
+            self.wandb.log({f"{row['phase']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
+        if line:
+            tqdm.write(line)
+
+    def sample(self, row: dict) -> None:
+        self.samples.write(json.dumps(row) + "\n")
+        self.samples.flush()
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of Chen et al. (2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def evaluate(run: "Run", name: str) -> dict:
+    """avg@k and pass@k on the held-out questions, k = --eval-samples."""
+    cfg, rows = run.cfg, run.data["eval"]
+    k = cfg.eval_samples
+    prompts = [run.prompt_ids(ex) for ex in rows for _ in range(k)]
+    seeds = [derive_seed(cfg.seed, "eval", name, i) for i in range(len(prompts))]
+    t0 = time.time()
+    with tqdm(total=len(prompts), desc=f"eval {name}", leave=False) as bar:
+        rollouts = sdzero.generate(run.model, run.tok, prompts, max_new_tokens=cfg.max_new_tokens,
+                                   temperature=cfg.eval_temperature, seeds=seeds,
+                                   batch_size=cfg.gen_batch_size, progress=bar)
+    correct = [reward(r.text, rows[i // k].answer, cfg.task) for i, r in enumerate(rollouts)]
+    per_q = [sum(correct[j * k:(j + 1) * k]) for j in range(len(rows))]
+    result = {
+        "avg@k": sum(correct) / len(correct), "pass@k": sum(pass_at_k(k, c, k) for c in per_q) / len(rows),
+        "k": k, "n_questions": len(rows),
+        "response_len": sum(len(r.response_ids) for r in rollouts) / len(rollouts),
+        "truncated_share": sum(r.truncated for r in rollouts) / len(rollouts),
+        "seconds": time.time() - t0,
+    }
+    run.log.step({"phase": "eval", "stage": name, **result},
+                 f"[eval {name}] avg@{k} {result['avg@k']:.3f}  pass@{k} {result['pass@k']:.3f}  "
+                 f"len {result['response_len']:.1f}  ({result['seconds']:.0f}s)")
+    for i in range(min(cfg.log_samples, len(rollouts))):
+        run.log.sample({"phase": "eval", "stage": name, "question": rows[i // k].question,
+                        "answer": rows[i // k].answer, "y": rollouts[i].text, "r": correct[i]})
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+class Run:
+    """Everything one training run holds: config, data, model, logs and the resumable state."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = sdzero.pick_device()
+        self.data = tasks.load_task(cfg.task, cfg.dataset, cfg.n1, cfg.n2, cfg.n_eval, seed=cfg.data_seed,
+                                    question_field=cfg.question_field, answer_field=cfg.answer_field,
+                                    math_max_operand=cfg.math_max_operand, math_ops=cfg.math_ops)
+        self.model, self.tok = sdzero.load_model(cfg.model, device=self.device)
+        self.teacher = None
+        self.log = RunLog(cfg, self.out)
+        self._prompt_cache: dict[str, list[int]] = {}
+        self.state = {"stage": STAGES[0], "step": 0, "results": {}, "generations": 0, "seconds": {},
+                      "srt_data": None, "p1_stats": None}
+        self.optimizer = self.scheduler = None
+
+    def prompt_ids(self, ex: tasks.Example) -> list[int]:
+        if ex.question not in self._prompt_cache:
+            self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, tasks.math_prompt(ex.question))
+        return self._prompt_cache[ex.question]
+
+    # checkpoints ---------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        ckpt = {"state": self.state, "model": self.model.state_dict(), "rng": rng_state(),
+                "config": dataclasses.asdict(self.cfg)}
+        if self.optimizer is not None:
+            ckpt["optimizer"] = self.optimizer.state_dict()
+            ckpt["scheduler"] = self.scheduler.state_dict()
+        if self.teacher is not None:
+            ckpt["teacher"] = self.teacher.state_dict()
+        atomic_torch_save(ckpt, self.out / "checkpoint" / "state.pt")
+
+    def load_checkpoint(self) -> dict:
+        ckpt = torch.load(self.out / "checkpoint" / "state.pt", map_location=self.device, weights_only=False)
+        self.state = ckpt["state"]
+        self.model.load_state_dict(ckpt["model"])
+        set_rng_state(ckpt["rng"])
+        if "teacher" in ckpt:
+            self.teacher = make_teacher(self.model)
+            self.teacher.load_state_dict(ckpt["teacher"])
+        return ckpt
+
+    def timed(self, stage: str, seconds: float) -> None:
+        self.state["seconds"][stage] = self.state["seconds"].get(stage, 0.0) + seconds
+
+
+# ---------------------------------------------------------------------------------------------- Phase 1
+
+def phase1_sample(run: Run) -> None:
+    """Steps 1a-1c: y_init per question, verify, 3 revisions each, keep the verified-correct revisions."""
+    cfg, tok, rows = run.cfg, run.tok, run.data["n1"]
+    prompts = [run.prompt_ids(ex) for ex in rows]
+    with tqdm(total=len(prompts), desc="phase 1: y_init", leave=False) as bar:
+        y_init = sdzero.generate(run.model, tok, prompts, max_new_tokens=cfg.max_new_tokens,
+                                 temperature=cfg.temperature, batch_size=cfg.gen_batch_size, progress=bar,
+                                 seeds=[derive_seed(cfg.seed, "p1_init", i) for i in range(len(rows))])
+    r_init = [reward(y.text, ex.answer, cfg.task) for y, ex in zip(y_init, rows)]
+    # Revise every y_init (paper) or only the wrong ones (authors' code, --no-revise-correct).
+    todo = [i for i in range(len(rows)) if cfg.revise_correct or r_init[i] == 0]
+    contexts, owners = [], []
+    for i in todo:
+        ctx = revise.reviser_context_ids(tok, prompts[i], y_init[i].response_ids, r_init[i], cfg.phrase_style)
+        for j in range(cfg.num_revisions):
+            contexts.append(ctx)
+            owners.append((i, j))
+    with tqdm(total=len(contexts), desc="phase 1: revisions", leave=False) as bar:
+        y_rev = sdzero.generate(run.model, tok, contexts, max_new_tokens=cfg.max_new_tokens,
+                                temperature=cfg.temperature, batch_size=cfg.gen_batch_size, progress=bar,
+                                seeds=[derive_seed(cfg.seed, "p1_rev", i, j) for i, j in owners])
+    r_rev = [reward(y.text, rows[i].answer, cfg.task) for y, (i, _) in zip(y_rev, owners)]
+    kept = []
+    for y, r, (i, j) in zip(y_rev, r_rev, owners):
+        if r == 1:
+            ex = revise.srt_example(tok, prompts[i], y_init[i].response_ids, r_init[i], y.response_ids,
+                                    cfg.phrase_style)
+            kept.append(dataclasses.asdict(ex))
+    run.state["generations"] += len(y_init) + len(y_rev)
+
+    def rate(rs):
+        return sum(rs) / len(rs) if rs else float("nan")
+    stats = {
+        "y_init_accuracy": rate(r_init),
+        "revision_accuracy_r0": rate([r for r, (i, _) in zip(r_rev, owners) if r_init[i] == 0]),
+        "revision_accuracy_r1": rate([r for r, (i, _) in zip(r_rev, owners) if r_init[i] == 1]),
+        "kept": len(kept), "kept_share": len(kept) / max(1, len(y_rev)),
+        "kept_corrections": sum(1 for ex in kept if ex["reward"] == 0),
+        "y_init_len": sum(len(y.response_ids) for y in y_init) / len(y_init),
+        "truncated_share": sum(y.truncated for y in y_init + y_rev) / len(y_init + y_rev),
+    }
+    run.log.step({"phase": "p1_sample", **stats},
+                 f"[phase 1] y_init acc {stats['y_init_accuracy']:.3f}  revision acc r=0 "
+                 f"{stats['revision_accuracy_r0']:.3f} r=1 {stats['revision_accuracy_r1']:.3f}  kept {len(kept)} "
+                 f"({stats['kept_corrections']} corrections)")
+    for n, (y, r, (i, j)) in enumerate(zip(y_rev, r_rev, owners)):
+        if n >= cfg.log_samples * cfg.num_revisions:
+            break
+        run.log.sample({"phase": "p1", "question": rows[i].question, "answer": rows[i].answer,
+                        "y_init": y_init[i].text, "r": r_init[i], "revision": y.text, "revision_r": r})
+    if not kept:
+        raise SystemExit(
+            f"Phase 1 kept no revisions: none of the {len(y_rev)} revisions of {len(rows)} questions verified "
+            f"correct (y_init accuracy {stats['y_init_accuracy']:.3f}). SD-Zero never trains on nothing: use an "
+            "easier task (--math-max-operand), more questions (--n1), more --num-revisions or a stronger --model.")
+    run.state["srt_data"] = kept
+    run.state["p1_stats"] = stats
+
+
+def collate(seqs: list[list[int]], masks: list[list[list[int]]], pad_id: int, device):
+    """Right-padded [B, L] ids, attention mask and any number of [B, L] loss masks."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [B, L]
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)  # [B, L]
+    out_masks = [torch.zeros((len(seqs), width)) for _ in masks[0]]  # each [B, L]
+    for b, (s, ms) in enumerate(zip(seqs, masks)):
+        ids[b, :len(s)] = torch.tensor(s)
+        attn[b, :len(s)] = 1
+        for m_out, m in zip(out_masks, ms):
+            m_out[b, :len(m)] = torch.tensor(m, dtype=torch.float)
+    return ids.to(device), attn.to(device), [m.to(device) for m in out_masks]
+
+
+def srt_loss(run: Run, batch: list[dict]) -> tuple[torch.Tensor, dict]:
+    """L_SRT = L_rev + L_gen on one forward pass (the two equations share the token sequence)."""
+    ids, attn, (rev_mask, gen_mask) = collate([ex["input_ids"] for ex in batch],
+                                              [[ex["rev_mask"], ex["gen_mask"]] for ex in batch],
+                                              run.tok.pad_token_id, run.device)
+    logits = run.model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()  # [B, L-1, V]
+    nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # [B, L-1]
+    # Eq. 1: L_rev = -log pi(y_rev | x, y_init, P_r), token mean over y_rev.
+    l_rev = distill.masked_mean(nll, rev_mask[:, 1:])
+    # Eq. 2: L_gen = -log pi(y_init, P_r, y_rev | x), token mean over the whole assistant turn.
+    l_gen = distill.masked_mean(nll, gen_mask[:, 1:])
+    loss = {"both": l_rev + l_gen, "gen": l_gen, "rev": l_rev}[run.cfg.srt_loss]
+    return loss, {"l_rev": l_rev.item(), "l_gen": l_gen.item(), "tokens": int(gen_mask.sum())}
+
+
+def make_optimizer(run: Run, lr: float, total_steps: int, warmup_steps: int, cosine: bool):
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=run.cfg.weight_decay,
+                            fused=run.device.type == "cuda")
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if not cosine:
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def optimizer_step(run: Run, loss: torch.Tensor, phase: str, step: int) -> float:
+    if not torch.isfinite(loss):
+        raise SystemExit(f"{phase} step {step}: the loss is {loss.item()} (not finite) at lr "
+                         f"{run.scheduler.get_last_lr()[0]:.2e}; lower --{'srt' if phase == 'p1' else 'p2'}-lr. "
+                         f"The last checkpoint in {run.out / 'checkpoint'} is intact.")
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(),
+                                               run.cfg.grad_clip if run.cfg.grad_clip > 0 else float("inf"))
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return float(grad_norm)
+
+
+def phase1_train(run: Run, resume_ckpt: dict | None) -> None:
+    """Step 1d: SRT on the kept tuples, AdamW with warmup + cosine."""
+    cfg, data = run.cfg, run.state["srt_data"]
+    steps_per_epoch = math.ceil(len(data) / cfg.srt_batch_size)
+    total = steps_per_epoch * cfg.srt_epochs
+    run.optimizer, run.scheduler = make_optimizer(run, cfg.srt_lr, total, round(cfg.srt_warmup * total), True)
+    if resume_ckpt is not None and "optimizer" in resume_ckpt:
+        run.optimizer.load_state_dict(resume_ckpt["optimizer"])
+        run.scheduler.load_state_dict(resume_ckpt["scheduler"])
+    run.model.train()
+    with tqdm(total=total, initial=run.state["step"], desc="phase 1: SRT", leave=False) as bar:
+        while run.state["step"] < total:
+            step = run.state["step"]
+            epoch, b = divmod(step, steps_per_epoch)
+            order = list(range(len(data)))
+            random.Random(derive_seed(cfg.seed, "srt_order", epoch)).shuffle(order)
+            batch = [data[i] for i in order[b * cfg.srt_batch_size:(b + 1) * cfg.srt_batch_size]]
+            t0 = time.time()
+            lr = run.scheduler.get_last_lr()[0]
+            loss, parts = srt_loss(run, batch)
+            grad_norm = optimizer_step(run, loss, "p1", step)
+            dt = time.time() - t0
+            run.state["step"] = step + 1
+            run.timed("p1_train", dt)
+            row = {"phase": "p1", "step": step + 1, "epoch": epoch, "loss": loss.item(), **parts, "lr": lr,
+                   "grad_norm": grad_norm, "tokens_per_s": parts["tokens"] / dt, "seconds": dt,
+                   "peak_mem_mib": peak_memory_mib(run.device)}
+            run.log.step(row, f"[phase 1] step {step + 1}/{total} loss {row['loss']:.4f} (rev {parts['l_rev']:.3f} "
+                              f"gen {parts['l_gen']:.3f}) lr {lr:.2e} |g| {grad_norm:.2f}")
+            bar.update(1)
+            if cfg.save_every and run.state["step"] % cfg.save_every == 0 and run.state["step"] < total:
+                run.save_checkpoint()
+    run.optimizer = run.scheduler = None
+
+
+# ---------------------------------------------------------------------------------------------- Phase 2
+
+def make_teacher(model):
+    teacher = copy.deepcopy(model)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def update_teacher(run: Run, step: int) -> None:
+    """Iterative self-evolution: sync:N copies the student every N steps; ema:R moves R of the way each step."""
+    kind, arg = parse_teacher(run.cfg.teacher)
+    if kind == "sync" and step % int(arg) == 0:
+        run.teacher.load_state_dict(run.model.state_dict())
+    elif kind == "ema":
+        with torch.no_grad():
+            for p_t, p_s in zip(run.teacher.parameters(), run.model.parameters()):
+                p_t.lerp_(p_s.detach(), arg)
+
+
+def response_hidden(model, ids, attn, starts, lengths):
+    """Final hidden states at the positions that predict the response tokens: [B, T, H] and mask [B, T].
+
+    Slicing before the LM head is what keeps the loss memory-bounded: logits exist only for these positions,
+    a chunk at a time (distill.chunked_distill_loss).
+    """
+    backbone = getattr(model, model.base_model_prefix)
+    hidden = backbone(input_ids=ids, attention_mask=attn).last_hidden_state  # [B, L, H]
+    T = max(lengths)
+    pos = torch.zeros((len(starts), T), dtype=torch.long, device=ids.device)  # [B, T]
+    mask = torch.zeros((len(starts), T), device=ids.device)  # [B, T]
+    for b, (s, n) in enumerate(zip(starts, lengths)):
+        pos[b, :n] = torch.arange(s - 1, s - 1 + n, device=ids.device)  # logits at i predict token i+1
+        mask[b, :n] = 1
+    return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])), mask  # [B, T, H], [B, T]
+
+
+def phase2_step(run: Run, step: int) -> dict:
+    """Steps 2a-2c for one batch of N2 questions."""
+    cfg, tok, rows = run.cfg, run.tok, run.data["n2"]
+    t0 = time.time()
+    # Data cursor: a fresh seeded permutation of N2 each epoch, indexed by step.
+    per_epoch = max(1, len(rows) // cfg.p2_batch_size)
+    epoch, b = divmod(step, per_epoch)
+    order = list(range(len(rows)))
+    random.Random(derive_seed(cfg.seed, "p2_order", epoch)).shuffle(order)
+    batch = [rows[i] for i in order[b * cfg.p2_batch_size:(b + 1) * cfg.p2_batch_size]]
+    prompts = [run.prompt_ids(ex) for ex in batch]
+    # 2a. One on-policy sample per question.
+    ys = sdzero.generate(run.model, tok, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                         batch_size=cfg.gen_batch_size,
+                         seeds=[derive_seed(cfg.seed, "p2", step, i) for i in range(len(batch))])
+    run.state["generations"] += len(ys)
+    rs = [reward(y.text, ex.answer, cfg.task) for y, ex in zip(ys, batch)]
+    t_gen = time.time() - t0
+    # 2b. Teacher inputs; y is cut for both sides when x + 2|y| + |phrase| exceeds the teacher's cap.
+    student_seqs, teacher_seqs, starts_s, starts_t, lengths, cut = [], [], [], [], [], 0
+    for p, y, r in zip(prompts, ys, rs):
+        y_ids = y.response_ids
+        n_phrase = len(revise.phrase_ids(tok, r, cfg.phrase_style))
+        if len(p) + 2 * len(y_ids) + n_phrase > cfg.teacher_max_len:
+            y_ids = y_ids[:max(1, (cfg.teacher_max_len - len(p) - n_phrase) // 2)]
+            cut += 1
+        t_ids, t_start = revise.teacher_input_ids(tok, p, y_ids, r, cfg.phrase_style)
+        student_seqs.append(p + y_ids)
+        teacher_seqs.append(t_ids)
+        starts_s.append(len(p))
+        starts_t.append(t_start)
+        lengths.append(len(y_ids))
+    pad = tok.pad_token_id
+    s_ids, s_attn, _ = collate(student_seqs, [[[]] for _ in student_seqs], pad, run.device)
+    t_ids, t_attn, _ = collate(teacher_seqs, [[[]] for _ in teacher_seqs], pad, run.device)
+    t1 = time.time()
+    use_topk = cfg.topk > 0 and cfg.support == "teacher"  # the memory-bounded path (the paper's setting)
+    W_t = run.teacher.get_output_embeddings().weight
+    with torch.inference_mode():
+        h_t, mask = response_hidden(run.teacher, t_ids, t_attn, starts_t, lengths)  # [B, T, H], [B, T]
+        if use_topk:
+            # Keep only the teacher's top-k log-probs and indices (k x T), never its full logits.
+            chunks = [distill.teacher_topk(h_t[:, i:i + cfg.loss_chunk].float() @ W_t.float().T, cfg.topk)
+                      for i in range(0, h_t.shape[1], cfg.loss_chunk)]
+            logp_teacher = torch.cat([c[0] for c in chunks], 1)  # [B, T, k]
+            idx_teacher = torch.cat([c[1] for c in chunks], 1)  # [B, T, k]
+        else:
+            logits_teacher = h_t.float() @ W_t.float().T  # [B, T, V]
+    if not use_topk:
+        logits_teacher = logits_teacher.clone()  # leave inference mode
+    t_teacher = time.time() - t1
+    # 2c. Eq. 4 on the student's own tokens.
+    t2 = time.time()
+    run.model.train()
+    h_s, mask = response_hidden(run.model, s_ids, s_attn, starts_s, lengths)  # [B, T, H]
+    W_s = run.model.get_output_embeddings().weight
+    if use_topk:
+        loss, kl_tok = distill.chunked_distill_loss(h_s, W_s, logp_teacher, idx_teacher, mask, chunk=cfg.loss_chunk,
+                                                    divergence=cfg.divergence, tail=cfg.tail, beta=cfg.beta)
+    else:
+        logits_student = h_s.float() @ W_s.float().T  # [B, T, V]
+        per_tok = distill.per_token_divergence(logits_student, logits_teacher, divergence=cfg.divergence,
+                                               topk=cfg.topk or None, support=cfg.support, tail=cfg.tail,
+                                               beta=cfg.beta)  # [B, T]
+        loss, kl_tok = distill.masked_mean(per_tok, mask), per_tok.detach()
+    lr = run.scheduler.get_last_lr()[0]
+    grad_norm = optimizer_step(run, loss, "p2", step)
+    t_student = time.time() - t2
+    kl_seq = [(kl_tok[b, :n].mean().item() if n else 0.0) for b, n in enumerate(lengths)]
+
+    def mean_where(values, want):
+        sel = [v for v, r in zip(values, rs) if r == want]
+        return sum(sel) / len(sel) if sel else None
+    n_tok = sum(lengths)
+    dt = time.time() - t0
+    row = {"phase": "p2", "step": step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
+           "reward_mean": sum(rs) / len(rs), "kl_r0": mean_where(kl_seq, 0), "kl_r1": mean_where(kl_seq, 1),
+           "response_len": n_tok / len(ys), "truncated_share": sum(y.truncated for y in ys) / len(ys),
+           "teacher_cut_share": cut / len(ys), "tokens_per_s": n_tok / dt, "sec_generate": t_gen,
+           "sec_teacher": t_teacher, "sec_student": t_student, "peak_mem_mib": peak_memory_mib(run.device)}
+    for i in range(min(cfg.log_samples, len(ys))):
+        toks = tok.convert_ids_to_tokens(student_seqs[i][starts_s[i]:])
+        run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question, "answer": batch[i].answer,
+                        "y": ys[i].text, "r": rs[i],
+                        "tokens": toks, "kl": [round(v, 5) for v in kl_tok[i, :lengths[i]].tolist()]})
+    return row
+
+
+def phase2_train(run: Run, resume_ckpt: dict | None) -> None:
+    cfg = run.cfg
+    if run.teacher is None:
+        run.teacher = make_teacher(run.model)  # the SRT model, frozen unless --teacher says otherwise
+    run.optimizer, run.scheduler = make_optimizer(run, cfg.p2_lr, cfg.p2_steps, cfg.p2_warmup, False)
+    if resume_ckpt is not None and "optimizer" in resume_ckpt:
+        run.optimizer.load_state_dict(resume_ckpt["optimizer"])
+        run.scheduler.load_state_dict(resume_ckpt["scheduler"])
+    with tqdm(total=cfg.p2_steps, initial=run.state["step"], desc="phase 2: distill", leave=False) as bar:
+        while run.state["step"] < cfg.p2_steps:
+            step = run.state["step"]
+            row = phase2_step(run, step)
+            run.state["step"] = step + 1
+            update_teacher(run, step + 1)
+            run.timed("p2", row["sec_generate"] + row["sec_teacher"] + row["sec_student"])
+
+            def fmt(v):
+                return "-" if v is None else f"{v:.3f}"
+            run.log.step(row, f"[phase 2] step {step + 1}/{cfg.p2_steps} loss {row['loss']:.4f} reward "
+                              f"{row['reward_mean']:.2f} KL r=0 {fmt(row['kl_r0'])} r=1 {fmt(row['kl_r1'])} "
+                              f"len {row['response_len']:.1f} lr {row['lr']:.2e} |g| {row['grad_norm']:.2f}")
+            bar.update(1)
+            if cfg.save_every and run.state["step"] % cfg.save_every == 0 and run.state["step"] < cfg.p2_steps:
+                run.save_checkpoint()
+    run.optimizer = run.scheduler = None
+    run.teacher = None
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+STAGES = ["eval_base", "p1_sample", "p1_train", "eval_srt", "p2", "eval_final", "done"]
+
+
+def stages_for(method: str) -> list[str]:
+    return [s for s in STAGES if method == "sdzero" or s not in ("p2", "eval_final")]
+
+
+def prepare_out(cfg: Config) -> None:
+    out = Path(cfg.out)
+    ckpt = out / "checkpoint" / "state.pt"
+    if cfg.resume:
+        if not ckpt.exists():
+            raise SystemExit(f"--resume: no checkpoint at {ckpt}; start without --resume")
+        saved = json.loads((out / "config.json").read_text())
+        differ = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items()
+                  if k not in ("resume",) and saved.get(k) != v}
+        if differ:
+            raise SystemExit(f"--resume: these settings differ from the run in {out}: "
+                             + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in differ.items()))
+        return
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"--out {out}: the folder already holds files (another run?); pass --resume to continue "
+                         "that run or choose a new --out. Nothing was changed.")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+
+
+def write_results(run: Run, t_start: float) -> dict:
+    cfg, res = run.cfg, run.state["results"]
+    final_stage = "eval_final" if cfg.method == "sdzero" else "eval_srt"
+    results = {
+        "method": cfg.method, "task": cfg.task, "model": cfg.model, "seed": cfg.seed,
+        "base_accuracy": res["eval_base"]["avg@k"], "srt_accuracy": res["eval_srt"]["avg@k"],
+        "final_accuracy": res[final_stage]["avg@k"], "eval": res, "phase1": run.state["p1_stats"],
+        "generations": run.state["generations"], "seconds": sum(run.state["seconds"].values()),
+        "seconds_per_stage": run.state["seconds"], "wall_seconds_this_process": time.time() - t_start,
+    }
+    atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
+    return results
+
+
+def print_table(results: dict) -> None:
+    ev = results["eval"]
+    k = ev["eval_base"]["k"]
+    print(f"\n{'model':<22}{'avg@' + str(k):>10}{'pass@' + str(k):>10}{'length':>9}")
+    for name, label in (("eval_base", "base"), ("eval_srt", "after Phase 1 (SRT)"),
+                        ("eval_final", "after Phase 2 (SD-Zero)")):
+        if name in ev:
+            e = ev[name]
+            print(f"{label:<22}{e['avg@k']:>10.3f}{e['pass@k']:>10.3f}{e['response_len']:>9.1f}")
+    print(f"\n{results['generations']} training generations, {results['seconds']:.0f} s; "
+          f"held-out: {ev['eval_base']['n_questions']} questions")
+
+
+def main(argv=None) -> dict:
+    t_start = time.time()
+    cfg = parse_args(argv)
+    prepare_out(cfg)
+    run = Run(cfg)
+    resume_ckpt = run.load_checkpoint() if cfg.resume else None
+    if cfg.resume:
+        tqdm.write(f"resuming {cfg.out} at stage {run.state['stage']}, step {run.state['step']}")
+    order = stages_for(cfg.method)
+    while run.state["stage"] != "done":
+        stage = run.state["stage"]
+        t0 = time.time()
+        if stage.startswith("eval_"):
+            run.state["results"][stage] = evaluate(run, stage)
+        elif stage == "p1_sample":
+            phase1_sample(run)
+        elif stage == "p1_train":
+            phase1_train(run, resume_ckpt)
+        elif stage == "p2":
+            phase2_train(run, resume_ckpt)
+        resume_ckpt = None
+        if stage not in ("p1_train", "p2"):  # the training loops time their own steps
+            run.timed(stage, time.time() - t0)
+        run.state["stage"] = order[order.index(stage) + 1]
+        run.state["step"] = 0
+        run.save_checkpoint()
+    model_dir = run.out / "model"
+    tmp = run.out / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    run.model.save_pretrained(tmp)
+    run.tok.save_pretrained(tmp)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(tmp, model_dir)
+    results = write_results(run, t_start)
+    print_table(results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
