@@ -11,6 +11,7 @@ model refuses `save_pretrained`, and a GGUF load takes ~16 s where the cached fo
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import os
 import shutil
 import tempfile
@@ -116,9 +117,10 @@ def end_of_turn_ids(tokenizer, model=None) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def chat_prompt_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
-    """chat(x): the question as a user turn plus the assistant header, via the tokenizer's chat template."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": question}]
+def chat_prompt_ids(tokenizer, messages: str | list[dict]) -> list[int]:
+    """chat(x): the question (or a list of chat messages ending in it) plus the assistant header."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
     return list(ids)
 
@@ -129,6 +131,54 @@ class Rollout:
     response_ids: list[int]  # sampled tokens, including the end-of-turn token when the turn ended
     text: str  # decoded response without special tokens
     truncated: bool  # hit max_new_tokens before an end-of-turn token
+
+
+def _common_prefix_len(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    for i in range(n):
+        if any(s[i] != first[i] for s in seqs):
+            return i
+    return n
+
+
+def _forward_cached(model, cache, **kw):
+    """Forward with a KV cache; transformers renamed `past_key_values` to `cache` (5.x), accept both."""
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    result = model(**kw, **{name: cache}, use_cache=True)
+    return getattr(result, name), result
+
+
+def _prefill(model, prompts: list[list[int]], pad_id: int, device, min_shared: int = 16):
+    """Run the prompts through the model; return (cache, last logits [B, V], attention mask, positions).
+
+    Prompts of a step share a long prefix (system turn, few-shot turn, for revisions the whole question):
+    it is computed once and its KV cache repeated across the batch. The distinct suffixes follow, left-padded
+    *after* the prefix: [prefix][pad..][suffix]; the attention mask hides the pads and positions skip them,
+    so each row sees exactly its own prompt. On CPU the prefill dominates generation, so this matters.
+    """
+    shared = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)  # every row keeps >= 1 token
+    cache = None
+    if shared >= min_shared:
+        prefix = torch.tensor([prompts[0][:shared]], device=device)  # [1, P]
+        cache, _ = _forward_cached(model, None, input_ids=prefix, logits_to_keep=1)
+        cache.batch_repeat_interleave(len(prompts))
+    else:
+        shared = 0
+    width = max(len(p) for p in prompts) - shared
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # [B, S]
+    suffix_mask = torch.zeros((len(prompts), width), dtype=torch.long)  # [B, S]
+    for r, p in enumerate(prompts):
+        input_ids[r, width - (len(p) - shared):] = torch.tensor(p[shared:])
+        suffix_mask[r, width - (len(p) - shared):] = 1
+    input_ids, suffix_mask = input_ids.to(device), suffix_mask.to(device)
+    attn = torch.cat([torch.ones((len(prompts), shared), dtype=torch.long, device=device), suffix_mask], 1)
+    position_ids = shared + (suffix_mask.cumsum(-1) - 1).clamp(min=0)  # [B, S]
+    # Only the last position's logits are needed (an LM head over every prompt token would cost a quarter
+    # of the prefill for a 49K vocabulary).
+    cache, result = _forward_cached(model, cache, input_ids=input_ids, attention_mask=attn,
+                                    position_ids=position_ids, logits_to_keep=1)
+    return cache, result.logits[:, -1], attn, position_ids
 
 
 def _sample_rows(logits: torch.Tensor, temperature: float, generators: list[torch.Generator]) -> torch.Tensor:
@@ -160,17 +210,8 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
     stop = torch.tensor(stop_ids, device=device)
     for b0 in range(0, len(order), batch_size):
         rows = order[b0:b0 + batch_size]
-        width = max(len(prompts[i]) for i in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [B, L]
-        attn = torch.zeros((len(rows), width), dtype=torch.long)  # [B, L]
-        for r, i in enumerate(rows):
-            input_ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            attn[r, width - len(prompts[i]):] = 1
-        input_ids, attn = input_ids.to(device), attn.to(device)
         gens = [torch.Generator(device="cpu").manual_seed(int(seeds[i]) % (2**63)) for i in rows]
-        position_ids = (attn.cumsum(-1) - 1).clamp(min=0)  # [B, L]
-        result = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids, use_cache=True)
-        past, logits = result.past_key_values, result.logits[:, -1]  # [B, V]
+        past, logits, attn, position_ids = _prefill(model, [prompts[i] for i in rows], pad_id, device)
         new_tokens = torch.full((len(rows), max_new_tokens), pad_id, dtype=torch.long)  # [B, N]
         done = torch.zeros(len(rows), dtype=torch.bool, device=device)
         n_gen = 0
@@ -184,9 +225,9 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
                 break
             attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # [B, L+t+1]
             position_ids = position_ids[:, -1:] + 1  # [B, 1]
-            result = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=position_ids,
-                           past_key_values=past, use_cache=True)
-            past, logits = result.past_key_values, result.logits[:, -1]
+            past, result = _forward_cached(model, past, input_ids=nxt[:, None], attention_mask=attn,
+                                           position_ids=position_ids)
+            logits = result.logits[:, -1]
         if progress is not None:
             progress.update(len(rows))
         stop_set = set(stop_ids)

@@ -20,10 +20,25 @@ class Example:
 
 
 MATH_INSTRUCTION = "Put the final answer in \\boxed{}."
+# One worked exchange before the question (--fewshot). SmolLM2-135M ignores "\boxed{}" when asked zero-shot
+# (it writes an empty box); after one example it boxes its answer, so the strict verifier can grade it.
+# The example question is kept out of every split.
+FEWSHOT = [("What is 3 + 4?", "3 + 4 = 7. The final answer is \\boxed{7}.")]
+FEWSHOT_SYSTEM = "You are a helpful assistant."
 
 
 def math_prompt(question: str) -> str:
     return f"{question} {MATH_INSTRUCTION}"
+
+
+def prompt_messages(question: str, fewshot: bool = False) -> list[dict]:
+    """Chat messages for one question: optional system + worked example turns, then the question."""
+    messages = []
+    if fewshot:
+        messages.append({"role": "system", "content": FEWSHOT_SYSTEM})
+        for q, a in FEWSHOT:
+            messages += [{"role": "user", "content": math_prompt(q)}, {"role": "assistant", "content": a}]
+    return messages + [{"role": "user", "content": math_prompt(question)}]
 
 
 def _arithmetic_space(max_operand: int, ops: str) -> list[tuple[int, str, int]]:
@@ -41,7 +56,8 @@ def embedded_math(n1: int, n2: int, n_eval: int, *, seed: int = 0, max_operand: 
     bad = set(ops) - set("+-*")
     if bad or not ops:
         raise ValueError(f"--math-ops {ops!r}: use a non-empty subset of '+-*'")
-    space = _arithmetic_space(max_operand, ops)
+    fewshot_questions = {q for q, _ in FEWSHOT}
+    space = [t for t in _arithmetic_space(max_operand, ops) if f"What is {t[0]} {t[1]} {t[2]}?" not in fewshot_questions]
     need = n1 + n2 + n_eval
     if need > len(space):
         raise ValueError(f"--n1 + --n2 + --n-eval = {need} questions, but --math-max-operand {max_operand} with "

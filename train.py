@@ -82,6 +82,7 @@ class Config:
     n_eval: int = knob(256, "held-out questions")
     math_max_operand: int = knob(30, "embedded math: operands in 1..N")
     math_ops: str = knob("+", "embedded math: operators, a subset of '+-*'")
+    fewshot: bool = knob(True, "put one worked example turn before each question (tasks.FEWSHOT)")
     # sampling (sdzero-spec.md, Phase 1 step 1 and Phase 2)
     max_new_tokens: int = knob(48, "new tokens per sample (paper: 16K)")
     temperature: float = knob(0.7, "sampling temperature for training rollouts (paper 0.7; authors' code 1.0)")
@@ -130,6 +131,7 @@ PRESETS = {
                   teacher_max_len=128),
     # Qwen3-4B-Instruct-2507 on 8 GPUs (sdzero-spec.md hyperparameters); needs the Hub and the data issue.
     "paper": dict(model="Qwen/Qwen3-4B-Instruct-2507", dataset="open-r1/OpenR1-Math-220k", out="runs/paper",
+                  fewshot=False,
                   n1=10000, n2=9000, n_eval=500, max_new_tokens=16384, temperature=0.7, srt_lr=5e-6,
                   srt_epochs=2, srt_batch_size=64, p2_lr=5e-6, p2_steps=400, p2_batch_size=128, p2_warmup=20,
                   teacher_max_len=40960, gen_batch_size=256, eval_samples=8, eval_temperature=0.7, save_every=50),
@@ -334,7 +336,8 @@ class Run:
 
     def prompt_ids(self, ex: tasks.Example) -> list[int]:
         if ex.question not in self._prompt_cache:
-            self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, tasks.math_prompt(ex.question))
+            messages = tasks.prompt_messages(ex.question, self.cfg.fewshot)
+            self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, messages)
         return self._prompt_cache[ex.question]
 
     # checkpoints ---------------------------------------------------------------------------------------

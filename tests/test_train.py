@@ -1,0 +1,192 @@
+"""The training script end to end on the micro model: both phases, outputs, exact resume after kill -9, bad input."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args, **kw):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    proc = run_cli(["--preset", "smoke", "--out", str(out)], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_smoke_runs_both_phases(smoke_run):
+    out, proc = smoke_run
+    results = json.loads((out / "results.json").read_text())
+    for key in ("method", "task", "model", "base_accuracy", "final_accuracy", "generations", "seconds"):
+        assert key in results
+    assert set(results["eval"]) == {"eval_base", "eval_srt", "eval_final"}
+    cfg = json.loads((out / "config.json").read_text())
+    # Generations: N1 y_init + 3 revisions each (all y_init revised) + one per Phase 2 prompt.
+    assert results["generations"] == cfg["n1"] * (1 + cfg["num_revisions"]) + cfg["p2_steps"] * cfg["p2_batch_size"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    p1 = [r for r in rows if r["phase"] == "p1"]
+    p2 = [r for r in rows if r["phase"] == "p2"]
+    assert len(p2) == cfg["p2_steps"] and p1
+    for r in p2:
+        for key in ("loss", "lr", "grad_norm", "reward_mean", "kl_r0", "kl_r1", "response_len", "truncated_share",
+                    "tokens_per_s", "sec_generate", "sec_teacher", "sec_student", "peak_mem_mib"):
+            assert key in r
+        assert math.isfinite(r["loss"]) and r["loss"] >= 0
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    p2s = [s for s in samples if s["phase"] == "p2"]
+    assert p2s and len(p2s[0]["tokens"]) == len(p2s[0]["kl"])
+    assert any(s["phase"] == "p1" and "revision" in s for s in samples)
+    # The final model reloads with plain transformers.
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(out / "model")
+    assert "after Phase 2 (SD-Zero)" in proc.stdout
+
+
+def test_resume_after_kill_matches_uninterrupted(smoke_run, tmp_path):
+    ref_out, _ = smoke_run
+    out = tmp_path / "run"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--preset", "smoke", "--out", str(out)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Kill -9 in the middle of Phase 2, after at least one in-phase checkpoint.
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and sum('"phase": "p2"' in line for line in metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model").exists()
+    resumed = run_cli(["--preset", "smoke", "--out", str(out), "--resume"], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stderr + resumed.stdout
+    a, b = load_file(ref_out / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k  # bit for bit on CPU
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (ref_out, out))
+    assert ra["final_accuracy"] == rb["final_accuracy"] and ra["generations"] == rb["generations"]
+
+
+def test_srt_method_stops_after_phase1(tmp_path):
+    proc = run_cli(["--preset", "smoke", "--method", "srt", "--out", str(tmp_path / "srt"), "--n-eval", "4"],
+                   timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "srt" / "results.json").read_text())
+    assert set(results["eval"]) == {"eval_base", "eval_srt"}
+    assert results["final_accuracy"] == results["srt_accuracy"]
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+def test_out_folder_with_another_run_is_refused(smoke_run):
+    out, _ = smoke_run
+    before = (out / "results.json").read_text()
+    proc = run_cli(["--preset", "smoke", "--out", str(out)], timeout=120)
+    assert proc.returncode != 0 and "--out" in proc.stderr and "--resume" in proc.stderr
+    assert (out / "results.json").read_text() == before  # nothing already written is lost
+
+
+def test_resume_without_checkpoint(tmp_path):
+    proc = run_cli(["--preset", "smoke", "--out", str(tmp_path / "none"), "--resume"], timeout=120)
+    assert proc.returncode != 0 and "--resume: no checkpoint" in proc.stderr
+
+
+def test_resume_with_changed_settings_is_refused(smoke_run):
+    out, _ = smoke_run
+    proc = run_cli(["--preset", "smoke", "--out", str(out), "--resume", "--p2-lr", "0.5"], timeout=120)
+    assert proc.returncode != 0 and "p2_lr" in proc.stderr
+
+
+def test_unknown_model_offline(tmp_path):
+    proc = run_cli(["--preset", "smoke", "--model", "no-such-org/no-such-model", "--out", str(tmp_path / "x")],
+                   timeout=120)
+    assert proc.returncode != 0
+    assert "--model no-such-org/no-such-model" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
+
+
+def test_missing_model_folder(tmp_path):
+    proc = run_cli(["--preset", "smoke", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x")],
+                   timeout=120)
+    assert proc.returncode != 0 and "not a model folder" in proc.stderr
+
+
+def test_dataset_missing_field(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n{"question": "What is 2 + 2?"}\n')
+    proc = run_cli(["--preset", "smoke", "--dataset", str(data), "--out", str(tmp_path / "x")], timeout=120)
+    assert proc.returncode != 0
+    assert "row 2" in proc.stderr and "'answer'" in proc.stderr and "--answer-field" in proc.stderr
+
+
+def test_zero_kept_revisions_stops(tmp_path):
+    # A one-token budget can never hold a verified answer: Phase 1 must stop, not train on nothing.
+    proc = run_cli(["--preset", "smoke", "--max-new-tokens", "1", "--out", str(tmp_path / "x"), "--n-eval", "4"],
+                   timeout=300)
+    assert proc.returncode != 0 and "Phase 1 kept no revisions" in proc.stderr
+
+
+def test_bad_flags():
+    for argv, flag in ((["--teacher", "sync:0"], "--teacher"), (["--divergence", "kl"], "--divergence"),
+                       (["--srt-loss", "all"], "--srt-loss"), (["--eval-samples", "4"], "--eval-samples")):
+        with pytest.raises(SystemExit, match=flag):
+            train.parse_args(["--preset", "smoke", *argv])
+
+
+def test_presets_and_overrides():
+    cfg = train.parse_args([])
+    assert cfg.preset == "demo" and cfg.model == "smollm2-135m" and cfg.divergence == "reverse"
+    assert cfg.topk == 64 and cfg.teacher == "frozen" and cfg.phrase_style == "paper" and cfg.revise_correct
+    cfg = train.parse_args(["--preset", "smoke", "--p2-steps", "7", "--no-revise-correct"])
+    assert cfg.p2_steps == 7 and not cfg.revise_correct and cfg.n1 == train.PRESETS["smoke"]["n1"]
+    cfg = train.parse_args(["--preset", "paper"])
+    assert cfg.model == "Qwen/Qwen3-4B-Instruct-2507" and cfg.p2_lr == 5e-6 and cfg.temperature == 0.7
+
+
+def test_pass_at_k():
+    assert train.pass_at_k(4, 0, 1) == 0.0 and train.pass_at_k(4, 4, 2) == 1.0
+    assert train.pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert train.pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
+
+
+def test_teacher_sync_and_ema():
+    model = torch.nn.Linear(2, 2)
+    teacher = train.make_teacher(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+
+    class R:
+        pass
+    run = R()
+    run.model, run.teacher = model, teacher
+    run.cfg = train.Config(teacher="sync:2")
+    train.update_teacher(run, 1)
+    assert not torch.equal(teacher.weight, model.weight)
+    train.update_teacher(run, 2)
+    assert torch.equal(teacher.weight, model.weight)
+    run.cfg = train.Config(teacher="ema:0.25")
+    before = teacher.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(4.0)
+    train.update_teacher(run, 3)
+    assert torch.allclose(teacher.weight, before + 0.25 * 4.0)
+    assert not teacher.weight.requires_grad
