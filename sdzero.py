@@ -207,27 +207,42 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
     out: list[Rollout | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
-    stop = torch.tensor(stop_ids, device=device)
+    stop_cpu = torch.tensor(stop_ids)
     for b0 in range(0, len(order), batch_size):
         rows = order[b0:b0 + batch_size]
         gens = [torch.Generator(device="cpu").manual_seed(int(seeds[i]) % (2**63)) for i in rows]
-        past, logits, attn, position_ids = _prefill(model, [prompts[i] for i in rows], pad_id, device)
+        # Identical prompts (the revisions of one y_init) are prefilled once and their cache rows copied.
+        unique: dict[tuple, int] = {}
+        inverse = [unique.setdefault(tuple(prompts[i]), len(unique)) for i in rows]
+        past, logits, attn, position_ids = _prefill(model, [list(p) for p in unique], pad_id, device)
+        if len(unique) < len(rows):
+            sel = torch.tensor(inverse, device=device)
+            past.batch_select_indices(sel)
+            logits, attn, position_ids = logits[sel], attn[sel], position_ids[sel]
         new_tokens = torch.full((len(rows), max_new_tokens), pad_id, dtype=torch.long)  # [B, N]
-        done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+        active = torch.arange(len(rows))  # batch rows still in the cache, in cache order
+        done = torch.zeros(len(rows), dtype=torch.bool)  # per cache row: reached an end-of-turn token
         n_gen = 0
         for t in range(max_new_tokens):
-            nxt = _sample_rows(logits.cpu(), temperature, gens).to(device)  # [B]
+            nxt = _sample_rows(logits.cpu(), temperature, [gens[r] for r in active.tolist()])  # [A]
             nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-            new_tokens[:, t] = nxt.cpu()
+            new_tokens[active, t] = nxt
             n_gen = t + 1
-            done = done | torch.isin(nxt, stop)
+            done = done | torch.isin(nxt, stop_cpu)  # [A]
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
-            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # [B, L+t+1]
-            position_ids = position_ids[:, -1:] + 1  # [B, 1]
-            past, result = _forward_cached(model, past, input_ids=nxt[:, None], attention_mask=attn,
+            if int(done.sum()) * 4 >= len(active):
+                # Drop finished rows from the cache once a quarter of them are done: the long tail of a
+                # batch then costs what its few remaining rows cost, not the whole batch.
+                idx = (~done).nonzero()[:, 0]
+                past.batch_select_indices(idx.to(device))
+                attn, position_ids = attn[idx.to(device)], position_ids[idx.to(device)]
+                nxt, active, done = nxt[idx], active[idx], done[idx]
+            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # [A, L+t+1]
+            position_ids = position_ids[:, -1:] + 1  # [A, 1]
+            past, result = _forward_cached(model, past, input_ids=nxt[:, None].to(device), attention_mask=attn,
                                            position_ids=position_ids)
-            logits = result.logits[:, -1]
+            logits = result.logits[:, -1]  # [A, V]
         if progress is not None:
             progress.update(len(rows))
         stop_set = set(stop_ids)
@@ -243,3 +258,36 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
             out[i] = Rollout(list(prompts[i]), resp, text, truncated=not ended)
     model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+def shared_prefix_hidden(model, seqs: list[list[int]], pad_id: int, *, keep_from: int,
+                         min_shared: int = 16) -> tuple[torch.Tensor, int]:
+    """Final hidden states of a batch of sequences whose common prefix is computed once (with gradients).
+
+    Training sequences of one step share their chat prefix (system turn, worked examples). The prefix runs
+    as a single row and its KV cache is repeated across the batch, so its cost is paid once, not B times;
+    gradients from every row flow back into that one computation. Returns (hidden [B, S, H], shared):
+    hidden[:, j] is the state at position shared + j, for positions >= shared. `keep_from` is the first
+    position whose state the caller needs; the shared part never reaches past it.
+    """
+    device = next(model.parameters()).device
+    backbone = getattr(model, model.base_model_prefix)
+    shared = min(_common_prefix_len(seqs), keep_from, min(len(s) for s in seqs) - 1)
+    cache = None
+    if shared >= min_shared:
+        prefix = torch.tensor([seqs[0][:shared]], device=device)  # [1, P]
+        cache, _ = _forward_cached(backbone, None, input_ids=prefix)
+        cache.batch_repeat_interleave(len(seqs))
+    else:
+        shared = 0
+    width = max(len(s) for s in seqs) - shared
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [B, S], right-padded
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)  # [B, S]
+    for b, s in enumerate(seqs):
+        ids[b, :len(s) - shared] = torch.tensor(s[shared:])
+        mask[b, :len(s) - shared] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    attn = torch.cat([torch.ones((len(seqs), shared), dtype=torch.long, device=device), mask], 1)  # [B, P+S]
+    position_ids = shared + torch.arange(width, device=device).expand(len(seqs), -1)  # [B, S]
+    _, out = _forward_cached(backbone, cache, input_ids=ids, attention_mask=attn, position_ids=position_ids)
+    return out.last_hidden_state, shared  # [B, S, H]

@@ -20,10 +20,14 @@ class Example:
 
 
 MATH_INSTRUCTION = "Put the final answer in \\boxed{}."
-# One worked exchange before the question (--fewshot). SmolLM2-135M ignores "\boxed{}" when asked zero-shot
-# (it writes an empty box); after one example it boxes its answer, so the strict verifier can grade it.
-# The example question is kept out of every split.
-FEWSHOT = [("What is 3 + 4?", "3 + 4 = 7. The final answer is \\boxed{7}.")]
+# Worked exchanges before the question (--fewshot): one plain answer, one answer revised after the r=0
+# control phrase. SmolLM2-135M ignores "\\boxed{}" zero-shot (it writes an empty box), and after
+# "start over" without an example its revisions were right 1% of the time (16% with it, measured on 64
+# questions): a 4B instruct model can revise in context, a 135M one needs to be shown the format once.
+# Base, SRT and SD-Zero models are all evaluated with the same prompt. The example questions are kept
+# out of every split.
+FEWSHOT = [("What is 3 + 4?", "3 + 4 = 7. The final answer is \\boxed{7}.", None),
+           ("What is 5 + 6?", "5 + 6 = 12. The final answer is \\boxed{12}.", "5 + 6 = 11. The final answer is \\boxed{11}.")]
 FEWSHOT_SYSTEM = "You are a helpful assistant."
 
 
@@ -31,13 +35,17 @@ def math_prompt(question: str) -> str:
     return f"{question} {MATH_INSTRUCTION}"
 
 
-def prompt_messages(question: str, fewshot: bool = False) -> list[dict]:
-    """Chat messages for one question: optional system + worked example turns, then the question."""
+def prompt_messages(question: str, fewshot: bool = False, wrong_phrase: str = "") -> list[dict]:
+    """Chat messages for one question: optional system + worked example turns, then the question.
+
+    wrong_phrase is the r=0 control phrase of the run's style (revise.CONTROL_PHRASES[style][0]).
+    """
     messages = []
     if fewshot:
         messages.append({"role": "system", "content": FEWSHOT_SYSTEM})
-        for q, a in FEWSHOT:
-            messages += [{"role": "user", "content": math_prompt(q)}, {"role": "assistant", "content": a}]
+        for q, first, revised in FEWSHOT:
+            turn = first if revised is None else f"{first}\n\n{wrong_phrase}\n\n{revised}"
+            messages += [{"role": "user", "content": math_prompt(q)}, {"role": "assistant", "content": turn}]
     return messages + [{"role": "user", "content": math_prompt(question)}]
 
 
@@ -56,7 +64,7 @@ def embedded_math(n1: int, n2: int, n_eval: int, *, seed: int = 0, max_operand: 
     bad = set(ops) - set("+-*")
     if bad or not ops:
         raise ValueError(f"--math-ops {ops!r}: use a non-empty subset of '+-*'")
-    fewshot_questions = {q for q, _ in FEWSHOT}
+    fewshot_questions = {q for q, _, _ in FEWSHOT}
     space = [t for t in _arithmetic_space(max_operand, ops) if f"What is {t[0]} {t[1]} {t[2]}?" not in fewshot_questions]
     need = n1 + n2 + n_eval
     if need > len(space):

@@ -82,7 +82,7 @@ class Config:
     n_eval: int = knob(256, "held-out questions")
     math_max_operand: int = knob(30, "embedded math: operands in 1..N")
     math_ops: str = knob("+", "embedded math: operators, a subset of '+-*'")
-    fewshot: bool = knob(True, "put one worked example turn before each question (tasks.FEWSHOT)")
+    fewshot: bool = knob(True, "worked example turns before each question, one showing a revision (tasks.FEWSHOT)")
     # sampling (sdzero-spec.md, Phase 1 step 1 and Phase 2)
     max_new_tokens: int = knob(48, "new tokens per sample (paper: 16K)")
     temperature: float = knob(0.7, "sampling temperature for training rollouts (paper 0.7; authors' code 1.0)")
@@ -126,6 +126,7 @@ class Config:
 PRESETS = {
     "demo": {},
     "smoke": dict(model=str(REPO / "tests" / "fixtures" / "micro"), out="runs/smoke", n1=16, n2=8, n_eval=16,
+                  fewshot=False,
                   math_max_operand=9, max_new_tokens=24, gen_batch_size=32, srt_epochs=1, srt_batch_size=4,
                   srt_lr=1e-3, p2_steps=3, p2_batch_size=4, p2_lr=1e-4, loss_chunk=7, save_every=1,
                   teacher_max_len=128),
@@ -336,7 +337,8 @@ class Run:
 
     def prompt_ids(self, ex: tasks.Example) -> list[int]:
         if ex.question not in self._prompt_cache:
-            messages = tasks.prompt_messages(ex.question, self.cfg.fewshot)
+            messages = tasks.prompt_messages(ex.question, self.cfg.fewshot,
+                                               revise.CONTROL_PHRASES[self.cfg.phrase_style][0])
             self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, messages)
         return self._prompt_cache[ex.question]
 
@@ -426,33 +428,33 @@ def phase1_sample(run: Run) -> None:
     run.state["p1_stats"] = stats
 
 
-def collate(seqs: list[list[int]], masks: list[list[list[int]]], pad_id: int, device):
-    """Right-padded [B, L] ids, attention mask and any number of [B, L] loss masks."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [B, L]
-    attn = torch.zeros((len(seqs), width), dtype=torch.long)  # [B, L]
-    out_masks = [torch.zeros((len(seqs), width)) for _ in masks[0]]  # each [B, L]
-    for b, (s, ms) in enumerate(zip(seqs, masks)):
-        ids[b, :len(s)] = torch.tensor(s)
-        attn[b, :len(s)] = 1
-        for m_out, m in zip(out_masks, ms):
-            m_out[b, :len(m)] = torch.tensor(m, dtype=torch.float)
-    return ids.to(device), attn.to(device), [m.to(device) for m in out_masks]
-
-
 def srt_loss(run: Run, batch: list[dict]) -> tuple[torch.Tensor, dict]:
     """L_SRT = L_rev + L_gen on one forward pass (the two equations share the token sequence)."""
-    ids, attn, (rev_mask, gen_mask) = collate([ex["input_ids"] for ex in batch],
-                                              [[ex["rev_mask"], ex["gen_mask"]] for ex in batch],
-                                              run.tok.pad_token_id, run.device)
-    logits = run.model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()  # [B, L-1, V]
-    nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # [B, L-1]
+    seqs = [ex["input_ids"] for ex in batch]
+    first_target = min(min(i for i, m in enumerate(ex["gen_mask"]) if m) for ex in batch)
+    hidden, shared = sdzero.shared_prefix_hidden(run.model, seqs, run.tok.pad_token_id, keep_from=first_target - 1)
+    width = hidden.shape[1]
+    # Position shared + j predicts token shared + j + 1: targets and masks for j = 0 .. width - 2.
+    targets = torch.full((len(batch), width - 1), run.tok.pad_token_id, dtype=torch.long)  # [B, S-1]
+    rev_mask = torch.zeros((len(batch), width - 1))  # [B, S-1]
+    gen_mask = torch.zeros((len(batch), width - 1))  # [B, S-1]
+    for b, ex in enumerate(batch):
+        n = len(ex["input_ids"]) - shared - 1
+        targets[b, :n] = torch.tensor(ex["input_ids"][shared + 1:])
+        rev_mask[b, :n] = torch.tensor(ex["rev_mask"][shared + 1:], dtype=torch.float)
+        gen_mask[b, :n] = torch.tensor(ex["gen_mask"][shared + 1:], dtype=torch.float)
+    targets, rev_mask, gen_mask = targets.to(run.device), rev_mask.to(run.device), gen_mask.to(run.device)
+    # The LM head runs only where some loss is taken (the assistant turn), not over the prompt.
+    sel = gen_mask.bool() | rev_mask.bool()  # [B, S-1]
+    W = run.model.get_output_embeddings().weight
+    logits = hidden[:, :-1][sel].float() @ W.float().T  # [N, V]
+    nll = F.cross_entropy(logits, targets[sel], reduction="none")  # [N]
     # Eq. 1: L_rev = -log pi(y_rev | x, y_init, P_r), token mean over y_rev.
-    l_rev = distill.masked_mean(nll, rev_mask[:, 1:])
+    l_rev = distill.masked_mean(nll, rev_mask[sel])
     # Eq. 2: L_gen = -log pi(y_init, P_r, y_rev | x), token mean over the whole assistant turn.
-    l_gen = distill.masked_mean(nll, gen_mask[:, 1:])
+    l_gen = distill.masked_mean(nll, gen_mask[sel])
     loss = {"both": l_rev + l_gen, "gen": l_gen, "rev": l_rev}[run.cfg.srt_loss]
-    return loss, {"l_rev": l_rev.item(), "l_gen": l_gen.item(), "tokens": int(gen_mask.sum())}
+    return loss, {"l_rev": l_rev.item(), "l_gen": l_gen.item(), "tokens": int(sum(len(x) for x in seqs))}
 
 
 def make_optimizer(run: Run, lr: float, total_steps: int, warmup_steps: int, cosine: bool):
@@ -539,19 +541,19 @@ def update_teacher(run: Run, step: int) -> None:
                 p_t.lerp_(p_s.detach(), arg)
 
 
-def response_hidden(model, ids, attn, starts, lengths):
+def response_hidden(model, seqs: list[list[int]], starts: list[int], lengths: list[int], pad_id: int):
     """Final hidden states at the positions that predict the response tokens: [B, T, H] and mask [B, T].
 
     Slicing before the LM head is what keeps the loss memory-bounded: logits exist only for these positions,
     a chunk at a time (distill.chunked_distill_loss).
     """
-    backbone = getattr(model, model.base_model_prefix)
-    hidden = backbone(input_ids=ids, attention_mask=attn).last_hidden_state  # [B, L, H]
+    hidden, shared = sdzero.shared_prefix_hidden(model, seqs, pad_id, keep_from=min(starts) - 1)  # [B, S, H]
     T = max(lengths)
-    pos = torch.zeros((len(starts), T), dtype=torch.long, device=ids.device)  # [B, T]
-    mask = torch.zeros((len(starts), T), device=ids.device)  # [B, T]
+    pos = torch.zeros((len(starts), T), dtype=torch.long, device=hidden.device)  # [B, T]
+    mask = torch.zeros((len(starts), T), device=hidden.device)  # [B, T]
     for b, (s, n) in enumerate(zip(starts, lengths)):
-        pos[b, :n] = torch.arange(s - 1, s - 1 + n, device=ids.device)  # logits at i predict token i+1
+        # The state at position i predicts token i + 1, so y (from position s) is predicted from s - 1 on.
+        pos[b, :n] = torch.arange(s - 1 - shared, s - 1 - shared + n, device=hidden.device)
         mask[b, :n] = 1
     return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])), mask  # [B, T, H], [B, T]
 
@@ -589,13 +591,11 @@ def phase2_step(run: Run, step: int) -> dict:
         starts_t.append(t_start)
         lengths.append(len(y_ids))
     pad = tok.pad_token_id
-    s_ids, s_attn, _ = collate(student_seqs, [[[]] for _ in student_seqs], pad, run.device)
-    t_ids, t_attn, _ = collate(teacher_seqs, [[[]] for _ in teacher_seqs], pad, run.device)
     t1 = time.time()
     use_topk = cfg.topk > 0 and cfg.support == "teacher"  # the memory-bounded path (the paper's setting)
     W_t = run.teacher.get_output_embeddings().weight
     with torch.inference_mode():
-        h_t, mask = response_hidden(run.teacher, t_ids, t_attn, starts_t, lengths)  # [B, T, H], [B, T]
+        h_t, mask = response_hidden(run.teacher, teacher_seqs, starts_t, lengths, pad)  # [B, T, H], [B, T]
         if use_topk:
             # Keep only the teacher's top-k log-probs and indices (k x T), never its full logits.
             chunks = [distill.teacher_topk(h_t[:, i:i + cfg.loss_chunk].float() @ W_t.float().T, cfg.topk)
@@ -610,7 +610,7 @@ def phase2_step(run: Run, step: int) -> dict:
     # 2c. Eq. 4 on the student's own tokens.
     t2 = time.time()
     run.model.train()
-    h_s, mask = response_hidden(run.model, s_ids, s_attn, starts_s, lengths)  # [B, T, H]
+    h_s, mask = response_hidden(run.model, student_seqs, starts_s, lengths, pad)  # [B, T, H]
     W_s = run.model.get_output_embeddings().weight
     if use_topk:
         loss, kl_tok = distill.chunked_distill_loss(h_s, W_s, logp_teacher, idx_teacher, mask, chunk=cfg.loss_chunk,

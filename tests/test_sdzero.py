@@ -1,0 +1,125 @@
+"""Model loading and batched generation: seeds per rollout, stopping, prefix sharing, agreement with HF generate."""
+import pytest
+import torch
+
+import sdzero
+import tasks
+
+
+def _prompts(tok, questions, fewshot=False):
+    return [sdzero.chat_prompt_ids(tok, tasks.prompt_messages(q, fewshot)) for q in questions]
+
+
+QUESTIONS = ["What is 1 + 2?", "What is 13 + 4?", "What is 7 + 8?", "What is 29 + 30?", "What is 5 + 5?"]
+
+
+def test_rollout_does_not_depend_on_its_batch(micro):
+    model, tok = micro
+    prompts = _prompts(tok, QUESTIONS)
+    seeds = [11, 22, 33, 44, 55]
+    together = sdzero.generate(model, tok, prompts, max_new_tokens=12, temperature=1.0, seeds=seeds, batch_size=8)
+    alone = [sdzero.generate(model, tok, [p], max_new_tokens=12, temperature=1.0, seeds=[s])[0]
+             for p, s in zip(prompts, seeds)]
+    assert [r.response_ids for r in together] == [r.response_ids for r in alone]
+    again = sdzero.generate(model, tok, prompts, max_new_tokens=12, temperature=1.0, seeds=seeds, batch_size=2)
+    assert [r.response_ids for r in again] == [r.response_ids for r in together]
+    other = sdzero.generate(model, tok, prompts, max_new_tokens=12, temperature=1.0, seeds=[1, 2, 3, 4, 5])
+    assert [r.response_ids for r in other] != [r.response_ids for r in together]
+
+
+def test_greedy_matches_hf_generate(micro):
+    """Our KV-cached loop (left padding, prefix sharing) picks the same tokens as transformers' generate."""
+    model, tok = micro
+    prompts = _prompts(tok, QUESTIONS, fewshot=True)  # long shared prefix: exercises the shared-prefix path
+    ours = sdzero.generate(model, tok, prompts, max_new_tokens=10, temperature=0.0, batch_size=8)
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    for p, r in zip(prompts, ours):
+        ref = model.generate(torch.tensor([p]), max_new_tokens=10, do_sample=False, eos_token_id=eot,
+                             pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
+        if eot in ref:
+            ref = ref[:ref.index(eot) + 1]
+        assert r.response_ids == ref
+        assert r.prompt_ids == p
+
+
+def test_stops_at_end_of_turn_and_flags_truncation(micro):
+    model, tok = micro
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    prompts = _prompts(tok, QUESTIONS)
+    rollouts = sdzero.generate(model, tok, prompts, max_new_tokens=40, temperature=0.7, seeds=list(range(5)))
+    for r in rollouts:
+        if r.truncated:
+            assert len(r.response_ids) == 40 and eot not in r.response_ids
+        else:
+            assert r.response_ids[-1] == eot and eot not in r.response_ids[:-1]
+            assert "<|im_end|>" not in r.text
+    assert any(not r.truncated for r in rollouts)  # the fixture model answers and stops
+    short = sdzero.generate(model, tok, prompts[:2], max_new_tokens=3, temperature=0.7, seeds=[0, 1])
+    assert all(r.truncated and len(r.response_ids) == 3 for r in short)
+
+
+def test_prefix_shared_prefill_equals_plain(micro):
+    model, tok = micro
+    prompts = _prompts(tok, QUESTIONS, fewshot=True)
+    assert sdzero._common_prefix_len(prompts) >= 16
+    _, shared, _, _ = sdzero._prefill(model, prompts, tok.pad_token_id, torch.device("cpu"))
+    _, plain, _, _ = sdzero._prefill(model, prompts, tok.pad_token_id, torch.device("cpu"), min_shared=10**9)
+    with torch.no_grad():
+        single = torch.stack([model(input_ids=torch.tensor([p])).logits[0, -1] for p in prompts])
+    torch.testing.assert_close(shared, single, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(plain, single, atol=1e-4, rtol=1e-4)
+
+
+def test_chat_prompt_ids_uses_template(micro):
+    _, tok = micro
+    ids = sdzero.chat_prompt_ids(tok, "What is 2 + 3?")
+    assert tok.decode(ids) == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_load_model_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match="HF_HUB_OFFLINE"):
+        sdzero.load_model("no-such-org/no-such-model")
+    with pytest.raises(SystemExit, match="not a model folder"):
+        sdzero.load_model(str(tmp_path / "missing"))
+
+
+def test_load_local_folder(micro_model_dir):
+    model, tok = sdzero.load_model(str(micro_model_dir), device=torch.device("cpu"))
+    assert model.config.model_type == "qwen3" and tok.pad_token_id is not None
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_converts_once_and_reloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDZERO_CACHE", str(tmp_path))
+    path = sdzero.embedded_model_dir("smollm2-135m")
+    assert (path / "config.json").exists() and path.parent == tmp_path
+    model, tok = sdzero.load_model("smollm2-135m", device=torch.device("cpu"))
+    assert model.config.num_hidden_layers == 30 and model.config.vocab_size == 49152
+    assert tok.eos_token == "<|im_end|>"
+    assert sdzero.embedded_model_dir("smollm2-135m") == path  # cached: no second conversion
+    ids = sdzero.chat_prompt_ids(tok, tasks.prompt_messages("What is 12 + 7?", fewshot=True))
+    out = sdzero.generate(model, tok, [ids], max_new_tokens=24, temperature=0.0)[0]
+    assert "\\boxed{" in out.text  # the few-shot turn makes the embedded model box its answer
+
+
+def test_shared_prefix_hidden_matches_plain_forward_and_grads(micro):
+    model, tok = micro
+    model.train()
+    seqs = _prompts(tok, QUESTIONS[:3], fewshot=True)
+    seqs = [s + tok.encode(f" answer {i}" * (i + 1), add_special_tokens=False) for i, s in enumerate(seqs)]
+    keep_from = min(len(s) for s in seqs) - 4
+    hidden, shared = sdzero.shared_prefix_hidden(model, seqs, tok.pad_token_id, keep_from=keep_from)
+    assert 16 <= shared <= keep_from
+    loss = sum(hidden[b, :len(s) - shared].pow(2).sum() for b, s in enumerate(seqs))
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    ref_loss = 0
+    for b, s in enumerate(seqs):
+        h = model.model(input_ids=torch.tensor([s])).last_hidden_state[0]  # [L, H]
+        torch.testing.assert_close(hidden[b, :len(s) - shared], h[shared:], atol=1e-5, rtol=1e-4)
+        ref_loss = ref_loss + h[shared:].pow(2).sum()
+    ref_loss.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-4, rtol=1e-3)
