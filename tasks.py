@@ -73,7 +73,12 @@ def embedded_math(n1: int, n2: int, n_eval: int, *, seed: int = 0, max_operand: 
     random.Random(seed).shuffle(space)
     rows = [Example(f"What is {a} {op} {b}?", str(_answer(a, op, b)), {"a": a, "op": op, "b": b})
             for a, op, b in space[:need]]
-    return {"n1": rows[:n1], "n2": rows[n1:n1 + n2], "eval": rows[n1 + n2:need]}
+    return _split(rows, n1, n2, n_eval)
+
+
+def _split(rows: list[Example], n1: int, n2: int, n_eval: int) -> dict[str, list[Example]]:
+    # Held-out questions come first, so changing --n1 or --n2 never changes the test set.
+    return {"eval": rows[:n_eval], "n1": rows[n_eval:n_eval + n1], "n2": rows[n_eval + n1:n_eval + n1 + n2]}
 
 
 def load_jsonl(path: str | Path, question_field: str = "question", answer_field: str = "answer") -> list[Example]:
@@ -105,7 +110,7 @@ def split_rows(rows: list[Example], n1: int, n2: int, n_eval: int, *, seed: int 
         raise ValueError(f"--dataset {source}: {len(rows)} rows, but --n1 + --n2 + --n-eval = {need}")
     rows = list(rows)
     random.Random(seed).shuffle(rows)
-    return {"n1": rows[:n1], "n2": rows[n1:n1 + n2], "eval": rows[n1 + n2:need]}
+    return _split(rows, n1, n2, n_eval)
 
 
 def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, seed: int = 0,

@@ -78,7 +78,7 @@ class Config:
     seed: int = knob(0, "seeds sampling, shuffling and initialisation")
     data_seed: int = knob(0, "seeds the N1/N2/held-out split (fixed across --seed so seeds share a test set)")
     n1: int = knob(128, "Phase 1 questions (paper: 10K)")
-    n2: int = knob(160, "Phase 2 questions (paper: 9K)")
+    n2: int = knob(240, "Phase 2 questions (paper: 9K)")
     n_eval: int = knob(256, "held-out questions")
     math_max_operand: int = knob(30, "embedded math: operands in 1..N")
     math_ops: str = knob("+", "embedded math: operators, a subset of '+-*'")
@@ -98,7 +98,7 @@ class Config:
     srt_warmup: float = knob(0.05, "Phase 1 warmup share of steps, then cosine (paper ~5%)")
     # Phase 2: on-policy self-distillation
     p2_lr: float = knob(5e-6, "Phase 2 learning rate (paper 5e-6)")
-    p2_steps: int = knob(20, "Phase 2 optimizer steps")
+    p2_steps: int = knob(30, "Phase 2 optimizer steps")
     p2_batch_size: int = knob(8, "prompts per Phase 2 step, one sample each (authors' code: 128)")
     p2_warmup: int = knob(0, "Phase 2 warmup steps, then constant lr (authors' code: 20)")
     teacher: str = knob("frozen", "frozen (paper default) | sync:N (copy student->teacher every N steps) | ema:R")
@@ -140,18 +140,18 @@ PRESETS = {
 
 
 def parse_args(argv=None) -> Config:
-    p = argparse.ArgumentParser(description="SD-Zero: self-revision turns binary rewards into dense supervision",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="SD-Zero: self-revision turns binary rewards into dense supervision. "
+                                "Presets set defaults; explicit flags override them.")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=f"{f.metadata['help']} (default: {f.default})")
+                           help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
         else:
             typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
             choices = list(PRESETS) if f.name == "preset" else None
             p.add_argument(flag, type=typ, default=argparse.SUPPRESS, choices=choices,
-                           help=f"{f.metadata['help']} (default: {f.default})")
+                           help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
     given = vars(p.parse_args(argv))
     values = dict(PRESETS[given.get("preset", "demo")])
     values.update(given)  # explicit flags override the preset
@@ -324,9 +324,12 @@ class Run:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = sdzero.pick_device()
-        self.data = tasks.load_task(cfg.task, cfg.dataset, cfg.n1, cfg.n2, cfg.n_eval, seed=cfg.data_seed,
-                                    question_field=cfg.question_field, answer_field=cfg.answer_field,
-                                    math_max_operand=cfg.math_max_operand, math_ops=cfg.math_ops)
+        try:
+            self.data = tasks.load_task(cfg.task, cfg.dataset, cfg.n1, cfg.n2, cfg.n_eval, seed=cfg.data_seed,
+                                        question_field=cfg.question_field, answer_field=cfg.answer_field,
+                                        math_max_operand=cfg.math_max_operand, math_ops=cfg.math_ops)
+        except ValueError as e:  # bad data is the user's input: one clear line, no traceback
+            raise SystemExit(str(e)) from None
         self.model, self.tok = sdzero.load_model(cfg.model, device=self.device)
         self.teacher = None
         self.log = RunLog(cfg, self.out)

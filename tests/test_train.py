@@ -162,6 +162,14 @@ def test_presets_and_overrides():
     assert cfg.model == "Qwen/Qwen3-4B-Instruct-2507" and cfg.p2_lr == 5e-6 and cfg.temperature == 0.7
 
 
+def test_help_lists_every_knob(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for f in train.dataclasses.fields(train.Config):
+        assert "--" + f.name.replace("_", "-") in text
+
+
 def test_pass_at_k():
     assert train.pass_at_k(4, 0, 1) == 0.0 and train.pass_at_k(4, 4, 2) == 1.0
     assert train.pass_at_k(4, 1, 1) == pytest.approx(0.25)
