@@ -198,3 +198,21 @@ def test_teacher_sync_and_ema():
     train.update_teacher(run, 3)
     assert torch.allclose(teacher.weight, before + 0.25 * 4.0)
     assert not teacher.weight.requires_grad
+
+
+@pytest.mark.parametrize("flags", [
+    ["--teacher", "sync:1", "--divergence", "mixed", "--topk", "0", "--teacher-max-len", "60"],
+    ["--teacher", "ema:0.5", "--divergence", "jsd", "--topk", "8", "--support", "student", "--tail"],
+    ["--srt-loss", "rev", "--divergence", "forward", "--topk", "16", "--tail", "--phrase-style", "olmo",
+     "--no-revise-correct"],
+])
+def test_phase2_variants_run(tmp_path, flags):
+    out = tmp_path / "v"
+    proc = run_cli(["--preset", "smoke", "--out", str(out), "--n-eval", "4", "--p2-steps", "2", "--save-every", "0",
+                    *flags], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    p2 = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"phase": "p2"' in line]
+    assert len(p2) == 2 and all(math.isfinite(r["loss"]) and r["loss"] >= 0 for r in p2)
+    if "--teacher-max-len" in flags:
+        # smoke prompts + 2 x 24 tokens + phrase exceed 60: y is cut for student and teacher alike
+        assert any(r["teacher_cut_share"] > 0 for r in p2)
