@@ -42,7 +42,7 @@ import os
 import random
 import resource
 import shutil
-import sys
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +244,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
 def reward(response: str, answer: str, task: str) -> int:
     return int(verify.check_math(response, answer).correct)
 
@@ -375,6 +379,7 @@ class Run:
 def phase1_sample(run: Run) -> None:
     """Steps 1a-1c: y_init per question, verify, 3 revisions each, keep the verified-correct revisions."""
     cfg, tok, rows = run.cfg, run.tok, run.data["n1"]
+    t0 = time.time()
     prompts = [run.prompt_ids(ex) for ex in rows]
     with tqdm(total=len(prompts), desc="phase 1: y_init", leave=False) as bar:
         y_init = sdzero.generate(run.model, tok, prompts, max_new_tokens=cfg.max_new_tokens,
@@ -403,7 +408,7 @@ def phase1_sample(run: Run) -> None:
     run.state["generations"] += len(y_init) + len(y_rev)
 
     def rate(rs):
-        return sum(rs) / len(rs) if rs else float("nan")
+        return sum(rs) / len(rs) if rs else None  # None, not NaN: metrics.jsonl stays strict JSON
     stats = {
         "y_init_accuracy": rate(r_init),
         "revision_accuracy_r0": rate([r for r, (i, _) in zip(r_rev, owners) if r_init[i] == 0]),
@@ -413,9 +418,9 @@ def phase1_sample(run: Run) -> None:
         "y_init_len": sum(len(y.response_ids) for y in y_init) / len(y_init),
         "truncated_share": sum(y.truncated for y in y_init + y_rev) / len(y_init + y_rev),
     }
-    run.log.step({"phase": "p1_sample", **stats},
-                 f"[phase 1] y_init acc {stats['y_init_accuracy']:.3f}  revision acc r=0 "
-                 f"{stats['revision_accuracy_r0']:.3f} r=1 {stats['revision_accuracy_r1']:.3f}  kept {len(kept)} "
+    run.log.step({"phase": "p1_sample", **stats, "seconds": time.time() - t0},
+                 f"[phase 1] y_init acc {fmt(stats['y_init_accuracy'])}  revision acc r=0 "
+                 f"{fmt(stats['revision_accuracy_r0'])} r=1 {fmt(stats['revision_accuracy_r1'])}  kept {len(kept)} "
                  f"({stats['kept_corrections']} corrections)")
     for n, (y, r, (i, j)) in enumerate(zip(y_rev, r_rev, owners)):
         if n >= cfg.log_samples * cfg.num_revisions:
@@ -662,9 +667,6 @@ def phase2_train(run: Run, resume_ckpt: dict | None) -> None:
             run.state["step"] = step + 1
             update_teacher(run, step + 1)
             run.timed("p2", row["sec_generate"] + row["sec_teacher"] + row["sec_student"])
-
-            def fmt(v):
-                return "-" if v is None else f"{v:.3f}"
             run.log.step(row, f"[phase 2] step {step + 1}/{cfg.p2_steps} loss {row['loss']:.4f} reward "
                               f"{row['reward_mean']:.2f} KL r=0 {fmt(row['kl_r0'])} r=1 {fmt(row['kl_r1'])} "
                               f"len {row['response_len']:.1f} lr {row['lr']:.2e} |g| {row['grad_norm']:.2f}")
@@ -704,6 +706,18 @@ def prepare_out(cfg: Config) -> None:
     atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
 
 
+def git_commit() -> str | None:
+    """The commit of this code (with -dirty for local changes), so a result names what produced it."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("-dirty" if dirty else "")) or None
+
+
 def write_results(run: Run, t_start: float) -> dict:
     cfg, res = run.cfg, run.state["results"]
     final_stage = "eval_final" if cfg.method == "sdzero" else "eval_srt"
@@ -713,6 +727,7 @@ def write_results(run: Run, t_start: float) -> dict:
         "final_accuracy": res[final_stage]["avg@k"], "eval": res, "phase1": run.state["p1_stats"],
         "generations": run.state["generations"], "seconds": sum(run.state["seconds"].values()),
         "seconds_per_stage": run.state["seconds"], "wall_seconds_this_process": time.time() - t_start,
+        "commit": git_commit(), "torch": torch.__version__, "device": str(run.device),
     }
     atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
     return results

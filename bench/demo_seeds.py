@@ -5,6 +5,7 @@ Writes results/demo_seeds.json and prints a JSON last line. Extra arguments afte
 """
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -20,6 +21,12 @@ def commit() -> str:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                            capture_output=True, text=True).stdout.strip()
     return sha + ("-dirty" if dirty else "")
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor() or "?") if Path("/proc/cpuinfo").exists() else platform.processor()
+    return f"{platform.machine()}, {model}, {os.cpu_count()} cores"
 
 
 def mean_se(xs):
@@ -59,7 +66,7 @@ def main():
     m, se = mean_se(gains)
     summary["gain_points"] = {"mean": 100 * m, "se": 100 * se}
     result = {"rows": rows, "summary": summary, "extra_args": args.extra, "commit": commit(),
-              "machine": f"{platform.machine()}, {platform.processor() or '?'}, {__import__('os').cpu_count()} cores",
+              "machine": machine(),
               "python": platform.python_version()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -45,6 +45,7 @@ def test_two_token_values_and_direction():
     jsd = 0.5 * (0.5 * ln(0.5 / 0.7) + 0.5 * ln(0.5 / 0.3)) + 0.5 * (0.9 * ln(0.9 / 0.7) + 0.1 * ln(0.1 / 0.3))
     m25 = [0.25 * 0.5 + 0.75 * 0.9, 0.25 * 0.5 + 0.75 * 0.1]  # beta p_T + (1 - beta) p_S, beta = 0.25
     jsd25 = 0.25 * kl([0.5, 0.5], m25) + 0.75 * kl([0.9, 0.1], m25)
+    assert jsd == pytest.approx(0.5 * kl([0.5, 0.5], m) + 0.5 * kl([0.9, 0.1], m))
     assert abs(reverse - forward) > 0.05
     assert div(s, t, "reverse").item() == pytest.approx(reverse, abs=1e-6)
     assert div(s, t, "forward").item() == pytest.approx(forward, abs=1e-6)
