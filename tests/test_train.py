@@ -216,3 +216,19 @@ def test_phase2_variants_run(tmp_path, flags):
     if "--teacher-max-len" in flags:
         # smoke prompts + 2 x 24 tokens + phrase exceed 60: y is cut for student and teacher alike
         assert any(r["teacher_cut_share"] > 0 for r in p2)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    model = torch.nn.Linear(2, 1)
+
+    class R:
+        pass
+    run = R()
+    run.model, run.out, run.cfg = model, tmp_path, train.Config()
+    run.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lambda s: 1.0)
+    before = model.weight.detach().clone()
+    loss = model(torch.tensor([[float("nan"), 1.0]])).sum()
+    with pytest.raises(SystemExit, match=r"p2 step 4: the loss is nan .*--p2-lr"):
+        train.optimizer_step(run, loss, "p2", 4)
+    assert torch.equal(model.weight, before)  # no step was taken on a NaN loss
