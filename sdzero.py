@@ -15,6 +15,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def embedded_model_dir(alias: str) -> Path:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict(), strict=False)
+    model.load_state_dict(gguf_model.state_dict())  # strict: every tensor of the GGUF must land
     model.tie_weights()
     model.generation_config = gguf_model.generation_config
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,11 +107,20 @@ def load_model(name_or_path: str, *, device: torch.device | None = None, dtype: 
     return model, tokenizer
 
 
+_EOT_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
 def end_of_turn_ids(tokenizer, model=None) -> list[int]:
     """Token ids that end an assistant turn: the tokenizer's eos plus the generation config's."""
-    ids = {tokenizer.eos_token_id}
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<|end|>") if t in vocab)
+    try:  # get_vocab() builds a 49K-entry dict; revise.py asks once per sample
+        ids = set(_EOT_CACHE[tokenizer])
+    except (KeyError, TypeError):
+        vocab = tokenizer.get_vocab()
+        ids = {tokenizer.eos_token_id} | {vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<|end|>") if t in vocab}
+        try:
+            _EOT_CACHE[tokenizer] = frozenset(ids)
+        except TypeError:  # not weak-referenceable: no cache
+            pass
     if model is not None:
         g = model.generation_config.eos_token_id
         ids.update(g if isinstance(g, (list, tuple)) else [g])
