@@ -650,11 +650,14 @@ def phase2_step(run: Run, step: int) -> dict:
            "response_len": n_tok / len(ys), "truncated_share": sum(y.truncated for y in ys) / len(ys),
            "teacher_cut_share": cut / len(ys), "tokens_per_s": n_tok / dt, "sec_generate": t_gen,
            "sec_teacher": t_teacher, "sec_student": t_student, "peak_mem_mib": peak_memory_mib(run.device)}
+    # The teacher's most likely token at each position: what the reviser would have written (localize.py).
+    teacher_argmax = idx_teacher[..., 0] if use_topk else logits_teacher.argmax(-1)  # [B, T]
     for i in range(min(cfg.log_samples, len(ys))):
         toks = tok.convert_ids_to_tokens(student_seqs[i][starts_s[i]:])
         run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question, "answer": batch[i].answer,
                         "y": ys[i].text, "r": rs[i],
-                        "tokens": toks, "kl": [round(v, 5) for v in kl_tok[i, :lengths[i]].tolist()]})
+                        "tokens": toks, "kl": [round(v, 5) for v in kl_tok[i, :lengths[i]].tolist()],
+                        "teacher_top": tok.convert_ids_to_tokens(teacher_argmax[i, :lengths[i]].tolist())})
     return row
 
 
