@@ -51,7 +51,7 @@ def test_smoke_runs_both_phases(smoke_run):
         assert math.isfinite(r["loss"]) and r["loss"] >= 0
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     p2s = [s for s in samples if s["phase"] == "p2"]
-    assert p2s and len(p2s[0]["tokens"]) == len(p2s[0]["kl"])
+    assert p2s and len(p2s[0]["tokens"]) == len(p2s[0]["kl"]) == len(p2s[0]["teacher_top"])
     assert any(s["phase"] == "p1" and "revision" in s for s in samples)
     # The final model reloads with plain transformers.
     from transformers import AutoModelForCausalLM
