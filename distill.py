@@ -33,7 +33,7 @@ indices are chosen without gradient.
 
 The trainer never keeps the teacher's full logits: `teacher_topk` reduces them to k log-probs and
 indices per position, `per_token_divergence_topk` takes that form, and `chunked_distill_loss`
-computes the student's logits from hidden states chunk by chunk under activation checkpointing, so
+computes the student's logits from hidden states chunk by chunk and recomputes them in its backward, so
 live memory is O(chunk x V) instead of O(T x V).
 """
 from __future__ import annotations
@@ -41,7 +41,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 DIVERGENCES = ("reverse", "forward", "mixed", "jsd")
 SUPPORTS = ("teacher", "student")
@@ -238,6 +237,48 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) ->
     return masked_mean(nll, mask)
 
 
+class _ChunkedTopkDivergence(torch.autograd.Function):
+    """Per-token top-k divergence of logits h @ W^T, never holding more than `chunk` rows of logits.
+
+    Forward computes each chunk's logits and divergence without keeping anything but h and W. Backward
+    recomputes a chunk's logits, takes the divergence's gradient with respect to them, and accumulates
+    grad_W += g^T h_c into ONE [V, H] buffer (and writes grad_h = g W for the chunk): no per-chunk [V, H]
+    gradient is ever materialised beside the accumulated one, which is what autograd with activation
+    checkpointing would do.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, logp_topk, idx, chunk, divergence, tail, beta):
+        out = h.new_empty(h.shape[0], dtype=torch.promote_types(h.dtype, torch.float32))  # [M]
+        for s in range(0, h.shape[0], chunk):
+            out[s:s + chunk] = per_token_divergence_topk(h[s:s + chunk] @ weight.T, logp_topk[s:s + chunk],
+                                                         idx[s:s + chunk], divergence=divergence, tail=tail,
+                                                         beta=beta)  # [n]
+        ctx.save_for_backward(h, weight, logp_topk, idx)
+        ctx.options = (chunk, divergence, tail, beta)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, weight, logp_topk, idx = ctx.saved_tensors
+        chunk, divergence, tail, beta = ctx.options
+        grad_h = torch.zeros_like(h) if ctx.needs_input_grad[0] else None  # [M, H]
+        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None  # [V, H]
+        for s in range(0, h.shape[0], chunk):
+            h_c = h[s:s + chunk]  # [n, H]
+            with torch.enable_grad():
+                logits = (h_c @ weight.T).detach().requires_grad_(True)  # [n, V]
+                d = per_token_divergence_topk(logits, logp_topk[s:s + chunk], idx[s:s + chunk],
+                                              divergence=divergence, tail=tail, beta=beta)  # [n]
+                (g,) = torch.autograd.grad(d, logits, grad_out[s:s + chunk])  # [n, V]
+            g = g.to(h.dtype)
+            if grad_h is not None:
+                grad_h[s:s + chunk] = g @ weight  # [n, H]
+            if grad_w is not None:
+                grad_w.addmm_(g.T, h_c)  # [V, H], accumulated in place
+        return grad_h, grad_w, None, None, None, None, None, None
+
+
 def chunked_distill_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, teacher_topk_logp: torch.Tensor,
                          teacher_topk_idx: torch.Tensor, mask: torch.Tensor, *, chunk: int = 256,
                          divergence: str = "reverse", tail: bool = False,
@@ -247,8 +288,9 @@ def chunked_distill_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, tea
     hidden [B, T, H]: the student's final hidden states at the response positions only;
     lm_head_weight [V, H]; teacher_topk_logp, teacher_topk_idx [B, T, k] from `teacher_topk`;
     mask [B, T] marks valid response tokens. Student logits hidden @ W^T are computed `chunk`
-    valid positions at a time, each chunk under activation checkpointing, so only O(chunk x V) is
-    ever live, in the forward and in the backward. Masked positions are skipped entirely (their
+    valid positions at a time and recomputed in the backward (`_ChunkedTopkDivergence`), which
+    accumulates the LM head's gradient into one buffer, so only O(chunk x V) logits and one [V, H]
+    gradient are ever live. Masked positions are skipped entirely (their
     teacher entries may be garbage). Returns (loss: sum of per-token divergence over valid tokens
     / number of valid tokens, a 0-dim fp32 tensor; per-token divergence [B, T], detached, 0 at
     masked positions). Same values and gradients as
@@ -263,24 +305,13 @@ def chunked_distill_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, tea
     logp_topk = teacher_topk_logp.detach().reshape(-1, k)[keep]         # [M, k]
     idx = teacher_topk_idx.reshape(-1, k)[keep]                         # [M, k]
     n_valid = h.shape[0]
-
-    def chunk_divergence(h_c, weight, logp_c, idx_c):
-        logits = h_c @ weight.T                                         # [n, V]
-        return per_token_divergence_topk(logits, logp_c, idx_c, divergence=divergence,
-                                         tail=tail, beta=beta)          # [n]
-
-    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or lm_head_weight.requires_grad)
-    parts = []
-    # max(n_valid, 1): an empty mask still runs one empty chunk, so the 0 loss stays on the graph.
-    for start in range(0, max(n_valid, 1), chunk):
-        args = (h[start:start + chunk], lm_head_weight, logp_topk[start:start + chunk],
-                idx[start:start + chunk])
-        if needs_grad:  # the chunk's [n, V] tensors are freed now and recomputed in its backward
-            parts.append(checkpoint(chunk_divergence, *args, use_reentrant=False, preserve_rng_state=False))
-        else:
-            parts.append(chunk_divergence(*args))
-    per_token_valid = torch.cat(parts)                                  # [M]
-    loss = per_token_valid.sum() / max(n_valid, 1)                      # []
+    out_dtype = torch.promote_types(hidden.dtype, torch.float32)
+    if n_valid == 0:  # an empty mask: a 0 loss that is still on the graph
+        loss = ((h.sum() + lm_head_weight.sum()) * 0.0).to(out_dtype)
+        return loss, hidden.new_zeros(shape, dtype=out_dtype)
+    per_token_valid = _ChunkedTopkDivergence.apply(h, lm_head_weight, logp_topk, idx, chunk, divergence, tail,
+                                                   beta)                # [M]
+    loss = per_token_valid.sum() / n_valid                              # []
     per_token = per_token_valid.new_zeros(keep.shape[0])                # [N]
     per_token[keep] = per_token_valid.detach()
     return loss, per_token.view(shape)                                  # [], [B, T]
