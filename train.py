@@ -727,7 +727,7 @@ def git_commit() -> str | None:
     return (sha + ("-dirty" if dirty else "")) or None
 
 
-def write_results(run: Run, t_start: float) -> dict:
+def write_results(run: Run, t_start: float, commit: str | None) -> dict:
     cfg, res = run.cfg, run.state["results"]
     final_stage = "eval_final" if cfg.method == "sdzero" else "eval_srt"
     results = {
@@ -736,7 +736,7 @@ def write_results(run: Run, t_start: float) -> dict:
         "final_accuracy": res[final_stage]["avg@k"], "eval": res, "phase1": run.state["p1_stats"],
         "generations": run.state["generations"], "seconds": sum(run.state["seconds"].values()),
         "seconds_per_stage": run.state["seconds"], "wall_seconds_this_process": time.time() - t_start,
-        "commit": git_commit(), "torch": torch.__version__, "device": str(run.device),
+        "commit": commit, "torch": torch.__version__, "device": str(run.device),
     }
     atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
     return results
@@ -757,6 +757,7 @@ def print_table(results: dict) -> None:
 
 def main(argv=None) -> dict:
     t_start = time.time()
+    commit = git_commit()  # at start: the code that runs, even if the tree changes during the run
     cfg = parse_args(argv)
     prepare_out(cfg)
     run = Run(cfg)
@@ -788,7 +789,7 @@ def main(argv=None) -> dict:
     run.tok.save_pretrained(tmp)
     shutil.rmtree(model_dir, ignore_errors=True)
     os.replace(tmp, model_dir)
-    results = write_results(run, t_start)
+    results = write_results(run, t_start, commit)
     print_table(results)
     return results
 
