@@ -159,6 +159,18 @@ def _forward_cached(model, cache, **kw):
     return getattr(result, name), result
 
 
+def _shared_prefix_cache(model, seqs: list[list[int]], limit: int, min_shared: int, **kw):
+    """(KV cache of the batch's common prefix, repeated to every row; its length), or (None, 0) when the
+    common prefix is shorter than min_shared. The prefix stops at `limit` and leaves every row >= 1 token."""
+    shared = min(_common_prefix_len(seqs), limit, min(len(s) for s in seqs) - 1)
+    if shared < min_shared:
+        return None, 0
+    prefix = torch.tensor([seqs[0][:shared]], device=next(model.parameters()).device)  # [1, P]
+    cache, _ = _forward_cached(model, None, input_ids=prefix, **kw)
+    cache.batch_repeat_interleave(len(seqs))
+    return cache, shared
+
+
 def _prefill(model, prompts: list[list[int]], pad_id: int, device, min_shared: int = 16):
     """Run the prompts through the model; return (cache, last logits [B, V], attention mask, positions).
 
@@ -167,14 +179,7 @@ def _prefill(model, prompts: list[list[int]], pad_id: int, device, min_shared: i
     *after* the prefix: [prefix][pad..][suffix]; the attention mask hides the pads and positions skip them,
     so each row sees exactly its own prompt. On CPU the prefill dominates generation, so this matters.
     """
-    shared = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)  # every row keeps >= 1 token
-    cache = None
-    if shared >= min_shared:
-        prefix = torch.tensor([prompts[0][:shared]], device=device)  # [1, P]
-        cache, _ = _forward_cached(model, None, input_ids=prefix, logits_to_keep=1)
-        cache.batch_repeat_interleave(len(prompts))
-    else:
-        shared = 0
+    cache, shared = _shared_prefix_cache(model, prompts, len(prompts[0]), min_shared, logits_to_keep=1)
     width = max(len(p) for p in prompts) - shared
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # [B, S]
     suffix_mask = torch.zeros((len(prompts), width), dtype=torch.long)  # [B, S]
@@ -282,14 +287,7 @@ def shared_prefix_hidden(model, seqs: list[list[int]], pad_id: int, *, keep_from
     """
     device = next(model.parameters()).device
     backbone = getattr(model, model.base_model_prefix)
-    shared = min(_common_prefix_len(seqs), keep_from, min(len(s) for s in seqs) - 1)
-    cache = None
-    if shared >= min_shared:
-        prefix = torch.tensor([seqs[0][:shared]], device=device)  # [1, P]
-        cache, _ = _forward_cached(backbone, None, input_ids=prefix)
-        cache.batch_repeat_interleave(len(seqs))
-    else:
-        shared = 0
+    cache, shared = _shared_prefix_cache(backbone, seqs, keep_from, min_shared)
     width = max(len(s) for s in seqs) - shared
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [B, S], right-padded
     mask = torch.zeros((len(seqs), width), dtype=torch.long)  # [B, S]

@@ -586,9 +586,10 @@ def phase2_step(run: Run, step: int) -> dict:
     t_gen = time.time() - t0
     # 2b. Teacher inputs; y is cut for both sides when x + 2|y| + |phrase| exceeds the teacher's cap.
     student_seqs, teacher_seqs, starts_s, starts_t, lengths, cut = [], [], [], [], [], 0
+    n_phrase_of = {r: len(revise.phrase_ids(tok, r, cfg.phrase_style)) for r in (0, 1)}
     for p, y, r in zip(prompts, ys, rs):
         y_ids = y.response_ids
-        n_phrase = len(revise.phrase_ids(tok, r, cfg.phrase_style))
+        n_phrase = n_phrase_of[r]
         if len(p) + 2 * len(y_ids) + n_phrase > cfg.teacher_max_len:
             y_ids = y_ids[:max(1, (cfg.teacher_max_len - len(p) - n_phrase) // 2)]
             cut += 1
