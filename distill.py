@@ -31,10 +31,13 @@ and a teacher tail that rounds to 0 under a nonzero student tail would otherwise
 No gradient reaches the teacher: its logits are detached inside every function here, and support
 indices are chosen without gradient.
 
-The trainer never keeps the teacher's full logits: `teacher_topk` reduces them to k log-probs and
-indices per position, `per_token_divergence_topk` takes that form, and `chunked_distill_loss`
-computes the student's logits from hidden states chunk by chunk and recomputes them in its backward, so
-live memory is O(chunk x V) instead of O(T x V).
+The trainer never keeps the teacher's full logits: `chunked_teacher_topk` runs the teacher's LM head a
+chunk of positions at a time and `teacher_topk` reduces each chunk to k log-probs and indices;
+`per_token_divergence_topk` takes that form. `chunked_distill_loss` starts from the student's hidden
+states: renormalised over the teacher's top-k (the paper), the loss depends only on the student's k
+logits h . W[idx] per position, so it never computes a vocabulary row at all (O(T k H) work, one [V, H]
+gradient buffer); with the tail bucket it needs each row's full logsumexp, and computes logits chunk by
+chunk, recomputing them in its backward: O(chunk x V) live instead of O(T x V).
 """
 from __future__ import annotations
 
@@ -153,6 +156,30 @@ def teacher_topk(teacher_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, to
     return torch.cat(logps).view(shape), torch.cat(idxs).view(shape)    # [..., k], [..., k]
 
 
+@torch.no_grad()
+def chunked_teacher_topk(hidden: torch.Tensor, lm_head_weight: torch.Tensor, mask: torch.Tensor, k: int, *,
+                         chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's side of the memory-bounded loss: its top-k from hidden states, never its full logits.
+
+    hidden [B, T, H] at the response positions, lm_head_weight [V, H], mask [B, T]. The LM head runs over
+    `chunk` valid positions at a time and only `teacher_topk`'s output survives each chunk, so at most
+    O(chunk x V) teacher logits are ever live. Returns (log-probs [B, T, k] fp32, indices [B, T, k]);
+    entries at masked positions are 0 and never read by `chunked_distill_loss`.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    valid = mask.bool().expand(hidden.shape[:-1])                       # [B, T]
+    h, weight = hidden.detach()[valid].float(), lm_head_weight.detach().float()  # [M, H], [V, H]
+    k = _clamp_k(k, weight.shape[0])
+    logp = torch.zeros((*valid.shape, k), device=hidden.device)         # [B, T, k]
+    idx = torch.zeros((*valid.shape, k), dtype=torch.long, device=hidden.device)  # [B, T, k]
+    if h.shape[0]:
+        parts = [teacher_topk(h[s:s + chunk] @ weight.T, k) for s in range(0, h.shape[0], chunk)]
+        logp[valid] = torch.cat([lp for lp, _ in parts])
+        idx[valid] = torch.cat([ix for _, ix in parts])
+    return logp, idx
+
+
 def per_token_divergence_topk(student_logits: torch.Tensor, teacher_topk_logp: torch.Tensor,
                               teacher_topk_idx: torch.Tensor, *, divergence: str = "reverse",
                               tail: bool = False, beta: float = 0.5) -> torch.Tensor:
@@ -167,19 +194,28 @@ def per_token_divergence_topk(student_logits: torch.Tensor, teacher_topk_logp: t
     logp_topk = _upcast(teacher_topk_logp.detach())                     # [..., k]
     idx = teacher_topk_idx.long()                                       # [..., k]
     vocab, k = logits_S.shape[-1], idx.shape[-1]
-    logp_student = _support_logprobs(logits_S, idx, tail)               # [..., k(+1)]
-    log_kept = logp_topk.logsumexp(-1, keepdim=True)                    # [..., 1] log sum_topk p_T
     if not tail:
-        logp_teacher = logp_topk - log_kept                             # [..., k]
+        return _renormalised_divergence(logits_S.gather(-1, idx), logp_topk, divergence, beta)
+    logp_student = _support_logprobs(logits_S, idx, tail)               # [..., k+1]
+    log_kept = logp_topk.logsumexp(-1, keepdim=True)                    # [..., 1] log sum_topk p_T
+    if k >= vocab:  # the tail is structurally empty; rounding must not invent mass there
+        log_tail = torch.full_like(log_kept, NEG_INF)                   # [..., 1]
     else:
-        if k >= vocab:  # the tail is structurally empty; rounding must not invent mass there
-            log_tail = torch.full_like(log_kept, NEG_INF)               # [..., 1]
-        else:
-            # 1 - sum p_topk, summed wide: the tail may be far smaller than fp32's resolution near 1,
-            # and rounding may land the sum a hair above 1
-            log_kept_wide = logp_topk.to(_acc_dtype(logp_topk.device)).logsumexp(-1, keepdim=True)  # [..., 1]
-            log_tail = _log1mexp(log_kept_wide.clamp(max=0.0)).to(log_kept.dtype)                   # [..., 1]
-        logp_teacher = torch.cat([logp_topk, log_tail.clamp(min=TAIL_LOG_FLOOR)], -1)  # [..., k+1]
+        # 1 - sum p_topk, summed wide: the tail may be far smaller than fp32's resolution near 1,
+        # and rounding may land the sum a hair above 1
+        log_kept_wide = logp_topk.to(_acc_dtype(logp_topk.device)).logsumexp(-1, keepdim=True)  # [..., 1]
+        log_tail = _log1mexp(log_kept_wide.clamp(max=0.0)).to(log_kept.dtype)                   # [..., 1]
+    logp_teacher = torch.cat([logp_topk, log_tail.clamp(min=TAIL_LOG_FLOOR)], -1)      # [..., k+1]
+    return _divergence(logp_student, logp_teacher, divergence, beta)
+
+
+def _renormalised_divergence(picked_student_logits: torch.Tensor, teacher_topk_logp: torch.Tensor,
+                             divergence: str, beta: float) -> torch.Tensor:
+    """The paper's top-k divergence from the student's logits AT the k support tokens only [..., k]:
+    both distributions renormalised over the support, so nothing else of the vocabulary matters."""
+    logp_student = _upcast(picked_student_logits).log_softmax(-1)       # [..., k]
+    logp_topk = _upcast(teacher_topk_logp.detach())                     # [..., k]
+    logp_teacher = logp_topk - logp_topk.logsumexp(-1, keepdim=True)    # [..., k]
     return _divergence(logp_student, logp_teacher, divergence, beta)
 
 
@@ -279,6 +315,51 @@ class _ChunkedTopkDivergence(torch.autograd.Function):
         return grad_h, grad_w, None, None, None, None, None, None
 
 
+class _SupportTopkDivergence(torch.autograd.Function):
+    """The renormalised top-k divergence (tail=False, the paper's) of logits h @ W^T, from the support only.
+
+    Renormalised over the teacher's k tokens, the loss depends on the student's logits at those k
+    tokens and nowhere else, so neither pass needs a [n, V] logits row: the k logits of a row are
+    h . W[idx] (O(k H) instead of O(V H)), the gradient with respect to them is [n, k], and the LM
+    head's gradient is scattered into its k rows per position (index_add_ into ONE [V, H] buffer).
+    The values equal the full-logits path up to float summation order.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, logp_topk, idx, rows, divergence, beta):
+        out = h.new_empty(h.shape[0], dtype=torch.promote_types(h.dtype, torch.float32))  # [M]
+        for s in range(0, h.shape[0], rows):
+            picked = torch.bmm(weight[idx[s:s + rows]], h[s:s + rows, :, None])[..., 0]   # [n, k]
+            out[s:s + rows] = _renormalised_divergence(picked, logp_topk[s:s + rows], divergence, beta)
+        ctx.save_for_backward(h, weight, logp_topk, idx)
+        ctx.options = (rows, divergence, beta)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        h, weight, logp_topk, idx = ctx.saved_tensors
+        rows, divergence, beta = ctx.options
+        grad_h = torch.zeros_like(h) if ctx.needs_input_grad[0] else None   # [M, H]
+        grad_w = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None  # [V, H]
+        for s in range(0, h.shape[0], rows):
+            h_c, idx_c = h[s:s + rows], idx[s:s + rows]                   # [n, H], [n, k]
+            w_sel = weight[idx_c]                                         # [n, k, H]
+            with torch.enable_grad():
+                picked = torch.bmm(w_sel, h_c[:, :, None])[..., 0].detach().requires_grad_(True)  # [n, k]
+                d = _renormalised_divergence(picked, logp_topk[s:s + rows], divergence, beta)  # [n]
+                (g,) = torch.autograd.grad(d, picked, grad_out[s:s + rows])   # [n, k]
+            g = g.to(h.dtype)
+            if grad_h is not None:
+                grad_h[s:s + rows] = torch.bmm(g[:, None, :], w_sel)[:, 0]   # [n, H]
+            if grad_w is not None:
+                grad_w.index_add_(0, idx_c.reshape(-1), (g[..., None] * h_c[:, None, :]).reshape(-1, h.shape[1]))
+        return grad_h, grad_w, None, None, None, None, None
+
+
+# Rows per block of the support-only path: its temporaries are [rows, k, H], kept near 32 MiB in fp32.
+_SUPPORT_BLOCK_ELEMENTS = 2**23
+
+
 def chunked_distill_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, teacher_topk_logp: torch.Tensor,
                          teacher_topk_idx: torch.Tensor, mask: torch.Tensor, *, chunk: int = 256,
                          divergence: str = "reverse", tail: bool = False,
@@ -290,7 +371,8 @@ def chunked_distill_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, tea
     mask [B, T] marks valid response tokens. Student logits hidden @ W^T are computed `chunk`
     valid positions at a time and recomputed in the backward (`_ChunkedTopkDivergence`), which
     accumulates the LM head's gradient into one buffer, so only O(chunk x V) logits and one [V, H]
-    gradient are ever live. Masked positions are skipped entirely (their
+    gradient are ever live. Without the tail (the paper's renormalised top-k) only the k support logits
+    of each position are computed (`_SupportTopkDivergence`). Masked positions are skipped entirely (their
     teacher entries may be garbage). Returns (loss: sum of per-token divergence over valid tokens
     / number of valid tokens, a 0-dim fp32 tensor; per-token divergence [B, T], detached, 0 at
     masked positions). Same values and gradients as
@@ -309,8 +391,13 @@ def chunked_distill_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, tea
     if n_valid == 0:  # an empty mask: a 0 loss that is still on the graph
         loss = ((h.sum() + lm_head_weight.sum()) * 0.0).to(out_dtype)
         return loss, hidden.new_zeros(shape, dtype=out_dtype)
-    per_token_valid = _ChunkedTopkDivergence.apply(h, lm_head_weight, logp_topk, idx, chunk, divergence, tail,
-                                                   beta)                # [M]
+    if tail:  # the tail bucket needs each row's full-vocabulary logsumexp: logits a chunk at a time
+        per_token_valid = _ChunkedTopkDivergence.apply(h, lm_head_weight, logp_topk, idx, chunk, divergence,
+                                                       tail, beta)     # [M]
+    else:  # renormalised over the support: only the k logits per row are ever computed
+        rows = max(1, min(chunk, _SUPPORT_BLOCK_ELEMENTS // (k * h.shape[1])))
+        per_token_valid = _SupportTopkDivergence.apply(h, lm_head_weight, logp_topk, idx.long(), rows, divergence,
+                                                       beta)           # [M]
     loss = per_token_valid.sum() / n_valid                              # []
     per_token = per_token_valid.new_zeros(keep.shape[0])                # [N]
     per_token[keep] = per_token_valid.detach()

@@ -606,17 +606,9 @@ def phase2_step(run: Run, step: int) -> dict:
     with torch.inference_mode():
         h_t, mask = response_hidden(run.teacher, teacher_seqs, starts_t, lengths, pad)  # [B, T, H], [B, T]
         if use_topk:
-            # Keep only the teacher's top-k log-probs and indices (k x T), never its full logits: the LM
-            # head runs over `loss_chunk` valid positions at a time, then only the top-k survive.
-            valid = mask.bool()  # [B, T]
-            h_valid, W = h_t[valid].float(), W_t.float()  # [M, H], [V, H]
-            chunks = [distill.teacher_topk(h_valid[i:i + cfg.loss_chunk] @ W.T, cfg.topk)
-                      for i in range(0, h_valid.shape[0], cfg.loss_chunk)]
-            k = chunks[0][0].shape[-1]
-            logp_teacher = torch.zeros((*valid.shape, k), device=h_t.device)  # [B, T, k]; padding never read
-            idx_teacher = torch.zeros((*valid.shape, k), dtype=torch.long, device=h_t.device)  # [B, T, k]
-            logp_teacher[valid] = torch.cat([c[0] for c in chunks])
-            idx_teacher[valid] = torch.cat([c[1] for c in chunks])
+            # Keep only the teacher's top-k log-probs and indices (k x T), never its full logits.
+            logp_teacher, idx_teacher = distill.chunked_teacher_topk(h_t, W_t, mask, cfg.topk,
+                                                                     chunk=cfg.loss_chunk)  # [B, T, k] x2
         else:
             logits_teacher = h_t.float() @ W_t.float().T  # [B, T, V]
     if not use_topk:

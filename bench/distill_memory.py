@@ -1,16 +1,17 @@
 """Peak host memory of the Phase 2 loss on CPU: naive full logits vs `distill.chunked_distill_loss`.
 
-    python bench/distill_memory.py                       # V=151,936, T=4,096, H=1,024, top-64: ~6 GB peak
+    python bench/distill_memory.py                       # V=151,936, T=4,096, H=1,024, top-64: ~10 GB peak
     python bench/distill_memory.py --T 64 --V 512 --H 32 --k 8 --chunk 16    # seconds
 
-Both modes run on the same seeded inputs: student hidden states [1, T, H] and LM-head weight [V, H]
-(fp32, requiring grad, logits std ~3), and a teacher reduced to its top-k by `distill.teacher_topk`,
-`--teacher-chunk` positions at a time, so the teacher's full logits never exist in either mode (the
-comparison is about the student side). The teacher weight is the student's plus seeded noise; it
-is freed before the student's loss is measured.
+Both modes run one Phase 2 loss step (teacher side included) on the same seeded inputs: the student's
+hidden states [1, T, H] and LM-head weight [V, H] (fp32, requiring grad, logits std ~3); the frozen
+teacher's hidden states (the student's plus noise: it reads y in another context) and LM-head weight
+(the student's plus noise); a mask with a padded tail.
 
-    naive    logits = hidden @ W^T ([T, V] fp32), masked_mean(per_token_divergence_topk(...)), backward
-    chunked  chunked_distill_loss(hidden, W, logp, idx, mask, chunk=--chunk), backward
+    naive    logits_T = h_T @ W_T^T, logits_S = h_S @ W_S^T (both [T, V] fp32),
+             masked_mean(per_token_divergence(logits_S, logits_T, topk=k)), backward
+    chunked  train.py's path: chunked_teacher_topk(h_T, W_T, mask, k, chunk) (only [T, k] survives),
+             chunked_distill_loss(h_S, W_S, logp, idx, mask, chunk), backward
 
 Each mode runs in its own subprocess (`--mode naive|chunked --out FILE`), so its peak RSS
 (getrusage ru_maxrss, the raw high-water mark of the whole process, setup included) is its own. It
@@ -51,73 +52,72 @@ def current_rss_bytes() -> int:
 
 
 def make_inputs(args):
-    """Seeded student (hidden, W) requiring grad, the teacher's top-k (logp, idx) and the mask."""
+    """Seeded student (hidden, W) requiring grad, the frozen teacher's (hidden, W) and the mask."""
     import torch
-    from distill import teacher_topk
 
     torch.manual_seed(args.seed)
     T, V, H = args.T, args.V, args.H
     scale = args.logit_std / H ** 0.5  # hidden ~ N(0, 1), W ~ N(0, scale^2): logits std ~ logit_std
-    hidden = torch.randn(1, T, H)                                        # [1, T, H]
-    w_seed = args.seed + 1
-
-    def student_weight():
-        g = torch.Generator().manual_seed(w_seed)
-        return torch.randn(V, H, generator=g).mul_(scale)                # [V, H]
-
-    # Teacher: the student's weight plus seeded noise (a second seeded weight), reduced to top-k
-    # a block of positions at a time; freed before the student's W is made again from its seed.
-    with torch.no_grad():
-        w_teacher = student_weight()
-        g = torch.Generator().manual_seed(args.seed + 2)
-        for start in range(0, V, 8192):  # noise in row blocks: no second [V, H] temporary
-            rows = w_teacher[start:start + 8192]
-            rows.add_(torch.randn(rows.shape, generator=g).mul_(scale))
-        logps, idxs = [], []
-        for start in range(0, T, args.teacher_chunk):
-            t_logits = hidden[0, start:start + args.teacher_chunk] @ w_teacher.T   # [n, V]
-            lp, ix = teacher_topk(t_logits, args.k)
-            logps.append(lp)
-            idxs.append(ix)
-            del t_logits
-        del w_teacher
-    logp = torch.cat(logps).unsqueeze(0)                                 # [1, T, k]
-    idx = torch.cat(idxs).unsqueeze(0)                                   # [1, T, k]
+    hidden = torch.randn(1, T, H)                                        # [1, T, H] student, y after x
+    # The teacher reads y after x + y' + phrase: its own hidden states, near the student's.
+    hidden_t = hidden + 0.3 * torch.randn(1, T, H)                       # [1, T, H]
+    weight = torch.randn(V, H, generator=torch.Generator().manual_seed(args.seed + 1)).mul_(scale)  # [V, H]
+    # The teacher's LM head: a frozen copy (the paper's default) that has drifted from the student's.
+    weight_t = weight.clone()                                            # [V, H]
+    g = torch.Generator().manual_seed(args.seed + 2)
+    for start in range(0, V, 8192):  # noise in row blocks: no second [V, H] temporary
+        rows = weight_t[start:start + 8192]
+        rows.add_(torch.randn(rows.shape, generator=g).mul_(0.5 * scale))
     mask = torch.ones(1, T, dtype=torch.bool)                            # [1, T]
     if T > 1:
         mask[0, T - max(T // 32, 1):] = False                            # a padded tail, as in a batch
     hidden.requires_grad_(True)
-    weight = student_weight().requires_grad_(True)
-    return hidden, weight, logp, idx, mask
+    weight.requires_grad_(True)
+    return hidden, weight, hidden_t, weight_t, mask
+
+
+def naive_step(hidden, weight, hidden_t, weight_t, mask, args):
+    """What a straightforward implementation writes: both models' full logits, then the top-k loss."""
+    import torch
+
+    from distill import masked_mean, per_token_divergence
+
+    with torch.no_grad():
+        logits_t = hidden_t @ weight_t.T                                  # [1, T, V] fp32
+    logits = hidden @ weight.T                                            # [1, T, V] fp32
+    loss = masked_mean(per_token_divergence(logits, logits_t, topk=args.k), mask)
+    loss.backward()
+    return loss
+
+
+def chunked_step(hidden, weight, hidden_t, weight_t, mask, args):
+    """What train.py's Phase 2 does: the teacher reduced to top-k chunk by chunk, then the chunked loss."""
+    from distill import chunked_distill_loss, chunked_teacher_topk
+
+    logp, idx = chunked_teacher_topk(hidden_t, weight_t, mask, args.k, chunk=args.chunk)  # [1, T, k] x2
+    loss, _ = chunked_distill_loss(hidden, weight, logp, idx, mask, chunk=args.chunk)
+    loss.backward()
+    return loss
 
 
 def run_mode(args) -> None:
     import torch
-    from distill import chunked_distill_loss, masked_mean, per_token_divergence_topk, teacher_topk
 
     t0 = time.perf_counter()
+    step = naive_step if args.mode == "naive" else chunked_step
     # Warm-up on a tiny problem, both paths: lazy imports and one-time allocations (autograd,
-    # checkpointing) land before the baseline instead of in the measured loss.
-    h0 = torch.randn(1, 4, 8, requires_grad=True)
-    w0 = torch.randn(16, 8, requires_grad=True)
-    lp0, ix0 = teacher_topk(torch.randn(1, 4, 16), 4)
-    m0 = torch.ones(1, 4, dtype=torch.bool)
-    masked_mean(per_token_divergence_topk(h0 @ w0.T, lp0, ix0), m0).backward()
-    chunked_distill_loss(h0, w0, lp0, ix0, m0, chunk=2)[0].backward()
-    del h0, w0, lp0, ix0, m0
+    # custom functions) land before the baseline instead of in the measured step.
+    tiny = argparse.Namespace(k=4, chunk=2)
+    for warm in (naive_step, chunked_step):
+        warm(torch.randn(1, 4, 8, requires_grad=True), torch.randn(16, 8, requires_grad=True),
+             torch.randn(1, 4, 8), torch.randn(16, 8), torch.ones(1, 4, dtype=torch.bool), tiny)
 
-    hidden, weight, logp, idx, mask = make_inputs(args)
+    hidden, weight, hidden_t, weight_t, mask = make_inputs(args)
     gc.collect()
     setup_peak = peak_rss_bytes()
     before = current_rss_bytes()
     t1 = time.perf_counter()
-    if args.mode == "naive":
-        logits = hidden @ weight.T                                        # [1, T, V] fp32
-        loss = masked_mean(per_token_divergence_topk(logits, logp, idx), mask)
-        del logits
-    else:
-        loss, _ = chunked_distill_loss(hidden, weight, logp, idx, mask, chunk=args.chunk)
-    loss.backward()
+    loss = step(hidden, weight, hidden_t, weight_t, mask, args)
     t2 = time.perf_counter()
     peak = peak_rss_bytes()
     result = {
@@ -138,7 +138,7 @@ def run_mode(args) -> None:
 def spawn(mode: str, args, out: Path) -> None:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--mode", mode, "--out", str(out),
            "--T", str(args.T), "--V", str(args.V), "--H", str(args.H), "--k", str(args.k),
-           "--chunk", str(args.chunk), "--teacher-chunk", str(args.teacher_chunk),
+           "--chunk", str(args.chunk),
            "--seed", str(args.seed), "--logit-std", str(args.logit_std)]
     subprocess.run(cmd, check=True)
 
@@ -169,7 +169,6 @@ def main() -> None:
     p.add_argument("--H", type=int, default=1024, help="hidden size")
     p.add_argument("--k", type=int, default=64, help="teacher top-k")
     p.add_argument("--chunk", type=int, default=256, help="chunked_distill_loss chunk (positions)")
-    p.add_argument("--teacher-chunk", type=int, default=256, help="positions per teacher_topk block")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--logit-std", type=float, default=3.0, help="target std of the student's logits")
     args = p.parse_args()

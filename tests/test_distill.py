@@ -7,8 +7,15 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from distill import (chunked_distill_loss, masked_mean, per_token_divergence,  # noqa: E402
-                     per_token_divergence_topk, teacher_topk, token_nll)
+from distill import (  # noqa: E402
+    chunked_distill_loss,
+    chunked_teacher_topk,
+    masked_mean,
+    per_token_divergence,
+    per_token_divergence_topk,
+    teacher_topk,
+    token_nll,
+)
 
 ln = math.log
 DIVS = ["reverse", "forward", "mixed", "jsd"]
@@ -382,7 +389,8 @@ def naive_loss(hidden, weight, logp, idx, mask, **kw):
     return masked_mean(per_token, mask), per_token
 
 
-@pytest.mark.parametrize("divergence,tail", [("reverse", False), ("reverse", True), ("mixed", False), ("jsd", True)])
+@pytest.mark.parametrize("divergence,tail", [("reverse", False), ("reverse", True), ("mixed", False), ("jsd", True),
+                                             ("forward", False), ("jsd", False)])
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64])
 def test_chunked_equals_naive(chunk, divergence, tail):
     hidden, weight, logp, idx, mask = chunk_inputs(seed=30)
@@ -398,6 +406,34 @@ def test_chunked_equals_naive(chunk, divergence, tail):
     torch.testing.assert_close(per_token, torch.where(mask.bool(), ref_per_token.detach(), 0.0), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(h1.grad, h2.grad, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(w1.grad, w2.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_support_path_gradcheck_float64(monkeypatch):
+    """The support-only autograd function (tail=False) against finite differences in float64, with
+    blocks of rows that do not divide the number of valid positions."""
+    import distill
+    monkeypatch.setattr(distill, "_SUPPORT_BLOCK_ELEMENTS", 2 * K * H)  # 2 rows per block
+    hidden, weight, logp, idx, mask = chunk_inputs(seed=35)
+    h, w = hidden.double().requires_grad_(True), weight.double().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda h_, w_: chunked_distill_loss(h_, w_, logp.double(), idx, mask, chunk=5)[0], (h, w))
+
+
+def test_chunked_teacher_topk_equals_full_logits_topk():
+    hidden = rand_logits(B, T, H, seed=36, scale=1.0)
+    weight = rand_logits(V, H, seed=37, scale=1.0)
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]])
+    ref_logp, ref_idx = teacher_topk(hidden @ weight.T, K)                  # [B, T, K]
+    for chunk in (1, 2, 4, 100):
+        logp, idx = chunked_teacher_topk(hidden, weight, mask, K, chunk=chunk)
+        valid = mask.bool()
+        torch.testing.assert_close(logp[valid], ref_logp[valid])
+        assert torch.equal(idx[valid], ref_idx[valid])
+        assert (logp[~valid] == 0).all() and (idx[~valid] == 0).all()
+    logp, idx = chunked_teacher_topk(hidden, weight, torch.zeros(B, T), K)  # nothing valid
+    assert logp.shape == (B, T, K) and (logp == 0).all()
+    with pytest.raises(ValueError):
+        chunked_teacher_topk(hidden, weight, mask, K, chunk=0)
 
 
 def test_chunked_skips_padding_and_handles_empty_mask():
