@@ -248,8 +248,13 @@ def fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def reward(response: str, answer: str, task: str) -> int:
-    return int(verify.check_math(response, answer).correct)
+def rewards(responses: list[str], answers: list, task: str) -> list[int]:
+    """r(y, a) in {0, 1} for each response: math answers through check_math; code tasks (dicts) through the
+    sandbox, all candidates of the batch at once on a pool sized to the cores."""
+    if task == "code":
+        from sandbox import check_code_batch
+        return [int(v.correct) for v in check_code_batch(responses, answers)]
+    return [int(verify.check_math(y, a).correct) for y, a in zip(responses, answers)]
 
 
 class RunLog:
@@ -299,7 +304,7 @@ def evaluate(run: "Run", name: str) -> dict:
         rollouts = sdzero.generate(run.model, run.tok, prompts, max_new_tokens=cfg.max_new_tokens,
                                    temperature=cfg.eval_temperature, seeds=seeds,
                                    batch_size=cfg.gen_batch_size, progress=bar)
-    correct = [reward(r.text, rows[i // k].answer, cfg.task) for i, r in enumerate(rollouts)]
+    correct = rewards([r.text for r in rollouts], [rows[i // k].answer for i in range(len(rollouts))], cfg.task)
     per_q = [sum(correct[j * k:(j + 1) * k]) for j in range(len(rows))]
     result = {
         "avg@k": sum(correct) / len(correct), "pass@k": sum(pass_at_k(k, c, k) for c in per_q) / len(rows),
@@ -385,7 +390,7 @@ def phase1_sample(run: Run) -> None:
         y_init = sdzero.generate(run.model, tok, prompts, max_new_tokens=cfg.max_new_tokens,
                                  temperature=cfg.temperature, batch_size=cfg.gen_batch_size, progress=bar,
                                  seeds=[derive_seed(cfg.seed, "p1_init", i) for i in range(len(rows))])
-    r_init = [reward(y.text, ex.answer, cfg.task) for y, ex in zip(y_init, rows)]
+    r_init = rewards([y.text for y in y_init], [ex.answer for ex in rows], cfg.task)
     # Revise every y_init (paper) or only the wrong ones (authors' code, --no-revise-correct).
     todo = [i for i in range(len(rows)) if cfg.revise_correct or r_init[i] == 0]
     contexts, owners = [], []
@@ -398,7 +403,7 @@ def phase1_sample(run: Run) -> None:
         y_rev = sdzero.generate(run.model, tok, contexts, max_new_tokens=cfg.max_new_tokens,
                                 temperature=cfg.temperature, batch_size=cfg.gen_batch_size, progress=bar,
                                 seeds=[derive_seed(cfg.seed, "p1_rev", i, j) for i, j in owners])
-    r_rev = [reward(y.text, rows[i].answer, cfg.task) for y, (i, _) in zip(y_rev, owners)]
+    r_rev = rewards([y.text for y in y_rev], [rows[i].answer for i, _ in owners], cfg.task)
     kept = []
     for y, r, (i, j) in zip(y_rev, r_rev, owners):
         if r == 1:
@@ -582,7 +587,7 @@ def phase2_step(run: Run, step: int) -> dict:
                          batch_size=cfg.gen_batch_size,
                          seeds=[derive_seed(cfg.seed, "p2", step, i) for i in range(len(batch))])
     run.state["generations"] += len(ys)
-    rs = [reward(y.text, ex.answer, cfg.task) for y, ex in zip(ys, batch)]
+    rs = rewards([y.text for y in ys], [ex.answer for ex in batch], cfg.task)
     t_gen = time.time() - t0
     # 2b. Teacher inputs; y is cut for both sides when x + 2|y| + |phrase| exceeds the teacher's cap.
     student_seqs, teacher_seqs, starts_s, starts_t, lengths, cut = [], [], [], [], [], 0
