@@ -1155,6 +1155,13 @@ def _ask_worker(a: str, b: str) -> str:
     """Reason from a worker for normalised (a, b): `timeout` when the hard limit kills it."""
     if len(a) + len(b) > MAX_REQUEST_CHARS:
         return "timeout"  # elements the parent has not looked at yet may be huge
+    reason = _ask_once(a, b)
+    if reason == "died":  # it died mid-request: maybe our request (memory), maybe a kill that raced us; once more
+        reason = _ask_once(a, b)
+    return "timeout" if reason == "died" else reason
+
+
+def _ask_once(a: str, b: str) -> str:
     pool = _POOL
     worker = _take_live_worker(time.monotonic() + HARD_TIME_LIMIT_S + WORKER_START_TIMEOUT_S)
     if worker is None:
@@ -1166,7 +1173,7 @@ def _ask_worker(a: str, b: str) -> str:
         reason = worker.ask(a, b)
         return "timeout" if reason in (None, "memory") else reason
     except (EOFError, OSError, ValueError):
-        return "timeout"  # the worker died mid-request: out of memory or CPU
+        return "died"  # the worker died mid-request: out of memory or CPU, or killed from outside
     finally:
         if reason is None or reason == "memory":
             worker.kill()
