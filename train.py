@@ -2,10 +2,11 @@
 
     python train.py --task math                 # the demo: embedded SmolLM2-135M, embedded arithmetic, CPU
     python train.py --task math --preset smoke  # a micro random-shaped model, seconds (what tests drive)
+    python train.py --task code                 # the code demo: embedded function-writing problems + HumanEval
 
 The algorithm, step by step (sdzero-spec.md), and where each step lives:
   0. Data: question/answer pairs (x, a) split into disjoint N1, N2 and held-out sets .... tasks.load_task
-     Reward r(y, a) in {0, 1} from the final answer ......................................... verify.check_math
+     Reward r(y, a) in {0, 1}: the final answer (math) or the program's tests (code) ....... rewards
   1. Phase 1, self-revision training (SRT) ..................................................... phase1_sample, phase1_train
      1a. one y_init ~ pi(.|x) per x in N1, r = r(y_init, a) ...................................... sdzero.generate
      1b. 3 revisions per y_init from chat(x) + y_init + "\\n\\n" + P_r + "\\n\\n" ................... revise.reviser_context_ids
@@ -67,13 +68,18 @@ def knob(default, help: str):
 @dataclass
 class Config:
     # what to run
-    task: str = knob("math", "task: math (code comes with the data issue)")
+    task: str = knob("math", "task: math (final answer in \\boxed{}, sympy) | code (one Python block, sandboxed tests)")
     preset: str = knob("demo", "demo (embedded SmolLM2, CPU) | smoke (micro model, seconds) | paper (Qwen3-4B, GPUs)")
     method: str = knob("sdzero", "sdzero (Phase 1 + 2) | srt (stop after Phase 1)")
     model: str = knob("smollm2-135m", "Hugging Face id, local folder, or the embedded alias smollm2-135m")
-    dataset: str = knob("embedded", "'embedded' or a local .jsonl with --question-field/--answer-field")
-    question_field: str = knob("question", "question field of a --dataset file")
-    answer_field: str = knob("answer", "final-answer field of a --dataset file")
+    dataset: str = knob("embedded", "embedded | a named dataset (openr1-math, math-500, aime24, aime25, gsm8k, "
+                        "codeforces-cots, codeforces, humaneval, mbpp, livecodebench; README) | a Hub id "
+                        "owner/name[:config][@split] with --question-field/--answer-field (math) | a local "
+                        ".jsonl/.parquet")
+    eval_dataset: str = knob("", "held-out questions from this dataset (same forms as --dataset); default: "
+                             "--dataset's own test split, else carved from its rows")
+    question_field: str = knob("question", "question field of a --dataset file or Hub id")
+    answer_field: str = knob("answer", "final-answer field (math) or code-task field (code) of a --dataset file")
     out: str = knob("runs/demo", "run folder: config, metrics, samples, checkpoint, results, final model")
     seed: int = knob(0, "seeds sampling, shuffling and initialisation")
     data_seed: int = knob(0, "seeds the N1/N2/held-out split (fixed across --seed so seeds share a test set)")
@@ -115,6 +121,10 @@ class Config:
     # evaluation
     eval_samples: int = knob(1, "samples per held-out question: avg@k and pass@k use k = this")
     eval_temperature: float = knob(0.0, "held-out sampling temperature (0 = greedy, needs --eval-samples 1)")
+    eval_extra: str = knob("", "also evaluate this dataset before training and at the end, reported apart "
+                           "(code demo: humaneval)")
+    eval_extra_n: int = knob(0, "questions of --eval-extra (0 = all)")
+    eval_extra_tokens: int = knob(0, "new tokens per --eval-extra answer (0 = --max-new-tokens)")
     # bookkeeping
     save_every: int = knob(0, "checkpoint every N optimizer steps inside a phase (0: only between stages)")
     resume: bool = knob(False, "continue the run in --out from its checkpoint")
@@ -139,6 +149,16 @@ PRESETS = {
 }
 
 
+# Defaults a preset takes for one task (applied after the preset, before explicit flags). Code answers are
+# longer than arithmetic ones; HumanEval is reported beside the held-out procedural problems (where a
+# 135M model can learn), at 256 tokens because its functions are longer.
+TASK_PRESETS = {
+    ("demo", "code"): dict(out="runs/demo-code", max_new_tokens=96, n_eval=128, eval_extra="humaneval",
+                           eval_extra_tokens=256),
+    ("smoke", "code"): dict(out="runs/smoke-code", max_new_tokens=32, teacher_max_len=256),
+}
+
+
 def parse_args(argv=None) -> Config:
     p = argparse.ArgumentParser(description="SD-Zero: self-revision turns binary rewards into dense supervision. "
                                 "Presets set defaults; explicit flags override them.")
@@ -153,7 +173,9 @@ def parse_args(argv=None) -> Config:
             p.add_argument(flag, type=typ, default=argparse.SUPPRESS, choices=choices,
                            help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
     given = vars(p.parse_args(argv))
-    values = dict(PRESETS[given.get("preset", "demo")])
+    preset = given.get("preset", "demo")
+    values = dict(PRESETS[preset])
+    values.update(TASK_PRESETS.get((preset, given.get("task", "math")), {}))
     values.update(given)  # explicit flags override the preset
     cfg = Config(**values)
     check_config(cfg)
@@ -163,6 +185,8 @@ def parse_args(argv=None) -> Config:
 def check_config(cfg: Config) -> None:
     def bad(flag, why):
         raise SystemExit(f"{flag}: {why}")
+    if cfg.task not in ("math", "code"):
+        bad("--task", f"{cfg.task!r} is not one of math, code")
     if cfg.method not in ("sdzero", "srt"):
         bad("--method", f"{cfg.method!r} is not one of sdzero, srt (rft and grpo come with the baselines issue)")
     if cfg.srt_loss not in ("both", "gen", "rev"):
@@ -180,6 +204,8 @@ def check_config(cfg: Config) -> None:
                  "loss_chunk", "eval_samples"):
         if getattr(cfg, name) < 1:
             bad("--" + name.replace("_", "-"), "must be at least 1")
+    if cfg.eval_extra_n < 0 or cfg.eval_extra_tokens < 0:
+        bad("--eval-extra-n" if cfg.eval_extra_n < 0 else "--eval-extra-tokens", "must be 0 (all / default) or more")
     if cfg.topk < 0:
         bad("--topk", "must be 0 (full vocabulary) or positive")
     if not 0 <= cfg.beta <= 1:
@@ -244,6 +270,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def loggable(answer):
+    """What samples.jsonl shows of a gold answer: the string (math), or a code task without its hidden tests."""
+    if isinstance(answer, dict):
+        return {"kind": answer.get("kind"), "entry_point": answer.get("entry_point"),
+                "tests": len(answer.get("tests") or ())}
+    return answer
+
+
 def fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -294,14 +328,26 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def evaluate(run: "Run", name: str) -> dict:
-    """avg@k and pass@k on the held-out questions, k = --eval-samples."""
-    cfg, rows = run.cfg, run.data["eval"]
+    """avg@k and pass@k on the held-out questions, k = --eval-samples; --eval-extra at the first and last
+    evaluation, reported under "extra"."""
+    cfg = run.cfg
+    result = evaluate_rows(run, name, run.data["eval"], cfg.max_new_tokens, "")
+    last = "eval_final" if cfg.method == "sdzero" else "eval_srt"
+    if cfg.eval_extra and name in ("eval_base", last):
+        result["extra"] = evaluate_rows(run, name, run.extra_eval_rows(), cfg.eval_extra_tokens or cfg.max_new_tokens,
+                                        cfg.eval_extra)
+    return result
+
+
+def evaluate_rows(run: "Run", name: str, rows: list, max_new_tokens: int, label: str) -> dict:
+    cfg = run.cfg
     k = cfg.eval_samples
     prompts = [run.prompt_ids(ex) for ex in rows for _ in range(k)]
-    seeds = [derive_seed(cfg.seed, "eval", name, i) for i in range(len(prompts))]
+    seeds = [derive_seed(cfg.seed, "eval", name, label, i) if label else derive_seed(cfg.seed, "eval", name, i)
+             for i in range(len(prompts))]
     t0 = time.time()
-    with tqdm(total=len(prompts), desc=f"eval {name}", leave=False) as bar:
-        rollouts = sdzero.generate(run.model, run.tok, prompts, max_new_tokens=cfg.max_new_tokens,
+    with tqdm(total=len(prompts), desc=f"eval {name} {label}".rstrip(), leave=False) as bar:
+        rollouts = sdzero.generate(run.model, run.tok, prompts, max_new_tokens=max_new_tokens,
                                    temperature=cfg.eval_temperature, seeds=seeds,
                                    batch_size=cfg.gen_batch_size, progress=bar)
     correct = rewards([r.text for r in rollouts], [rows[i // k].answer for i in range(len(rollouts))], cfg.task)
@@ -313,12 +359,15 @@ def evaluate(run: "Run", name: str) -> dict:
         "truncated_share": sum(r.truncated for r in rollouts) / len(rollouts),
         "seconds": time.time() - t0,
     }
-    run.log.step({"phase": "eval", "stage": name, **result},
-                 f"[eval {name}] avg@{k} {result['avg@k']:.3f}  pass@{k} {result['pass@k']:.3f}  "
-                 f"len {result['response_len']:.1f}  ({result['seconds']:.0f}s)")
+    if label:
+        result["dataset"] = label
+    run.log.step({"phase": "eval", "stage": name, **({"dataset": label} if label else {}), **result},
+                 f"[eval {name}{' ' + label if label else ''}] avg@{k} {result['avg@k']:.3f}  "
+                 f"pass@{k} {result['pass@k']:.3f}  len {result['response_len']:.1f}  ({result['seconds']:.0f}s)")
     for i in range(min(cfg.log_samples, len(rollouts))):
-        run.log.sample({"phase": "eval", "stage": name, "question": rows[i // k].question,
-                        "answer": rows[i // k].answer, "y": rollouts[i].text, "r": correct[i]})
+        run.log.sample({"phase": "eval", "stage": name, **({"dataset": label} if label else {}),
+                        "question": rows[i // k].question, "answer": loggable(rows[i // k].answer),
+                        "y": rollouts[i].text, "r": correct[i]})
     return result
 
 
@@ -336,12 +385,23 @@ class Run:
         try:
             self.data = tasks.load_task(cfg.task, cfg.dataset, cfg.n1, cfg.n2, cfg.n_eval, seed=cfg.data_seed,
                                         question_field=cfg.question_field, answer_field=cfg.answer_field,
-                                        math_max_operand=cfg.math_max_operand, math_ops=cfg.math_ops)
+                                        math_max_operand=cfg.math_max_operand, math_ops=cfg.math_ops,
+                                        eval_dataset=cfg.eval_dataset or None)
         except ValueError as e:  # bad data is the user's input: one clear line, no traceback
             raise SystemExit(str(e)) from None
+        self._extra_rows = None
         self.model, self.tok = sdzero.load_model(cfg.model, device=self.device)
         self.teacher = None
         self.log = RunLog(cfg, self.out)
+        # Skipped rows are counted, never silently given a zero reward: they go to metrics.jsonl.
+        skipped, notes = getattr(self.data, "skipped", {}), getattr(self.data, "notes", [])
+        sizes = {k: len(self.data[k]) for k in ("eval", "n1", "n2")}
+        self.log.step({"phase": "data", **sizes, "skipped": skipped, "sources": getattr(self.data, "sources", {}),
+                       "notes": notes},
+                      f"[data] held-out {sizes['eval']}, N1 {sizes['n1']}, N2 {sizes['n2']}"
+                      + (f"; skipped {sum(skipped.values())} rows: {skipped}" if skipped else ""))
+        for note in notes:
+            tqdm.write(f"[data] {note}")
         self._prompt_cache: dict[str, list[int]] = {}
         self.state = {"stage": STAGES[0], "step": 0, "results": {}, "generations": 0, "seconds": {},
                       "srt_data": None, "p1_stats": None}
@@ -350,9 +410,21 @@ class Run:
     def prompt_ids(self, ex: tasks.Example) -> list[int]:
         if ex.question not in self._prompt_cache:
             messages = tasks.prompt_messages(ex.question, self.cfg.fewshot,
-                                               revise.CONTROL_PHRASES[self.cfg.phrase_style][0])
+                                             revise.CONTROL_PHRASES[self.cfg.phrase_style][0], task=self.cfg.task)
             self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, messages)
         return self._prompt_cache[ex.question]
+
+    def extra_eval_rows(self) -> list[tasks.Example]:
+        """The --eval-extra questions, loaded on first use (the same rows at every evaluation)."""
+        if self._extra_rows is None:
+            cfg = self.cfg
+            try:
+                data = tasks.load_task(cfg.task, "embedded", 0, 0, cfg.eval_extra_n or -1, seed=cfg.data_seed,
+                                       eval_dataset=cfg.eval_extra)
+            except ValueError as e:
+                raise SystemExit(f"--eval-extra {cfg.eval_extra}: {e}") from None
+            self._extra_rows = data["eval"]
+        return self._extra_rows
 
     # checkpoints ---------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -430,13 +502,14 @@ def phase1_sample(run: Run) -> None:
     for n, (y, r, (i, j)) in enumerate(zip(y_rev, r_rev, owners)):
         if n >= cfg.log_samples * cfg.num_revisions:
             break
-        run.log.sample({"phase": "p1", "question": rows[i].question, "answer": rows[i].answer,
+        run.log.sample({"phase": "p1", "question": rows[i].question, "answer": loggable(rows[i].answer),
                         "y_init": y_init[i].text, "r": r_init[i], "revision": y.text, "revision_r": r})
     if not kept:
         raise SystemExit(
             f"Phase 1 kept no revisions: none of the {len(y_rev)} revisions of {len(rows)} questions verified "
             f"correct (y_init accuracy {stats['y_init_accuracy']:.3f}). SD-Zero never trains on nothing: use an "
-            "easier task (--math-max-operand), more questions (--n1), more --num-revisions or a stronger --model.")
+            "easier task (--math-max-operand, another --dataset), more questions (--n1), more --num-revisions or a "
+            "stronger --model.")
     run.state["srt_data"] = kept
     run.state["p1_stats"] = stats
 
@@ -652,7 +725,7 @@ def phase2_step(run: Run, step: int) -> dict:
     teacher_argmax = idx_teacher[..., 0] if use_topk else logits_teacher.argmax(-1)  # [B, T]
     for i in range(min(cfg.log_samples, len(ys))):
         toks = tok.convert_ids_to_tokens(student_seqs[i][starts_s[i]:])
-        run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question, "answer": batch[i].answer,
+        run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question, "answer": loggable(batch[i].answer),
                         "y": ys[i].text, "r": rs[i],
                         "tokens": toks, "kl": [round(v, 5) for v in kl_tok[i, :lengths[i]].tolist()],
                         "teacher_top": tok.convert_ids_to_tokens(teacher_argmax[i, :lengths[i]].tolist())})
@@ -735,7 +808,12 @@ def write_results(run: Run, t_start: float, commit: str | None) -> dict:
         "generations": run.state["generations"], "seconds": sum(run.state["seconds"].values()),
         "seconds_per_stage": run.state["seconds"], "wall_seconds_this_process": time.time() - t_start,
         "commit": commit, "torch": torch.__version__, "device": str(run.device),
+        "data": {"sources": getattr(run.data, "sources", {}), "skipped": getattr(run.data, "skipped", {})},
     }
+    if "extra" in res["eval_base"] and "extra" in res[final_stage]:
+        results["extra"] = {"dataset": cfg.eval_extra, "base_accuracy": res["eval_base"]["extra"]["avg@k"],
+                            "final_accuracy": res[final_stage]["extra"]["avg@k"],
+                            "n_questions": res["eval_base"]["extra"]["n_questions"]}
     atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
     return results
 
@@ -749,6 +827,12 @@ def print_table(results: dict) -> None:
         if name in ev:
             e = ev[name]
             print(f"{label:<22}{e['avg@k']:>10.3f}{e['pass@k']:>10.3f}{e['response_len']:>9.1f}")
+    for name, label in (("eval_base", "base"), ("eval_srt", "after Phase 1 (SRT)"),
+                        ("eval_final", "after Phase 2 (SD-Zero)")):
+        if "extra" in ev.get(name, {}):
+            e = ev[name]["extra"]
+            print(f"{(e['dataset'] + ', ' + label)[:22]:<22}{e['avg@k']:>10.3f}{e['pass@k']:>10.3f}"
+                  f"{e['response_len']:>9.1f}   ({e['n_questions']} questions)")
     print(f"\n{results['generations']} training generations, {results['seconds']:.0f} s; "
           f"held-out: {ev['eval_base']['n_questions']} questions")
 

