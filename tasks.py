@@ -31,6 +31,7 @@ metrics. Rows are examined in the seeded order until enough are usable, so count
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import random
 from collections.abc import Callable, Mapping
@@ -436,6 +437,15 @@ def _skip_text(skipped: dict[str, int]) -> str:
     return f" ({sum(skipped.values())} skipped: {', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else ""
 
 
+@contextlib.contextmanager
+def _flag(flag: str):
+    """Errors about the held-out source name the flag that chose it (hubdata's messages say --dataset)."""
+    try:
+        yield
+    except ValueError as e:
+        raise ValueError(str(e).replace("--dataset ", flag + " ", 1)) from None
+
+
 def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, seed: int = 0,
               question_field: str = "question", answer_field: str = "answer",
               math_max_operand: int = 30, math_ops: str = "+", eval_dataset: str | None = None) -> TaskData:
@@ -459,7 +469,8 @@ def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, 
     if eval_dataset not in (None, ""):
         if eval_dataset == "embedded":
             raise ValueError("--eval-dataset embedded: the embedded held-out set is the default; leave the flag out")
-        held_out, _ = hubdata.sources(task, eval_dataset, "eval", question_field, answer_field)
+        with _flag("--eval-dataset"):
+            held_out, _ = hubdata.sources(task, eval_dataset, "eval", question_field, answer_field)
     if embedded:
         need_eval = 0 if held_out is not None else max(n_eval, 0)
         if task == "math":
@@ -477,7 +488,8 @@ def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, 
         sources = {"n1": train.description, "n2": train.description}
     if held_out is not None:
         stream = hubdata.Stream(held_out, seed, skipped)
-        splits["eval"] = stream.take(None if n_eval < 0 else n_eval, "eval")
+        with _flag("--eval-dataset" if eval_dataset not in (None, "") else "--dataset"):
+            splits["eval"] = stream.take(None if n_eval < 0 else n_eval, "eval")
         sources["eval"] = held_out.description
         if not splits["eval"] and n_eval != 0:
             raise ValueError(f"--eval-dataset {held_out.label}: no usable rows{_skip_text(skipped)}")

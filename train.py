@@ -140,8 +140,8 @@ PRESETS = {
                   math_max_operand=9, max_new_tokens=24, gen_batch_size=32, srt_epochs=1, srt_batch_size=4,
                   srt_lr=1e-3, p2_steps=3, p2_batch_size=4, p2_lr=1e-4, loss_chunk=7, save_every=1,
                   teacher_max_len=128),
-    # Qwen3-4B-Instruct-2507 on 8 GPUs (sdzero-spec.md hyperparameters); needs the Hub and the data issue.
-    "paper": dict(model="Qwen/Qwen3-4B-Instruct-2507", dataset="open-r1/OpenR1-Math-220k", out="runs/paper",
+    # Qwen3-4B-Instruct-2507 on 8 GPUs (sdzero-spec.md hyperparameters); needs the Hub.
+    "paper": dict(model="Qwen/Qwen3-4B-Instruct-2507", dataset="openr1-math", eval_dataset="math-500", out="runs/paper",
                   fewshot=False,
                   n1=10000, n2=9000, n_eval=500, max_new_tokens=16384, temperature=0.7, srt_lr=5e-6,
                   srt_epochs=2, srt_batch_size=64, p2_lr=5e-6, p2_steps=400, p2_batch_size=128, p2_warmup=20,
@@ -156,6 +156,9 @@ TASK_PRESETS = {
     ("demo", "code"): dict(out="runs/demo-code", max_new_tokens=96, n_eval=128, eval_extra="humaneval",
                            eval_extra_tokens=256),
     ("smoke", "code"): dict(out="runs/smoke-code", max_new_tokens=32, teacher_max_len=256),
+    # The paper's code run: Codeforces-CoTs problems (15K in the paper), held out on LiveCodeBench, HumanEval apart.
+    ("paper", "code"): dict(out="runs/paper-code", dataset="codeforces-cots", eval_dataset="livecodebench",
+                            eval_extra="humaneval"),
 }
 
 

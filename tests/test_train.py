@@ -17,8 +17,8 @@ import train
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(args, **kw):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
+def run_cli(args, env=None, **kw):
+    env = dict(env or os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
     return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
                           capture_output=True, text=True, **kw)
 
@@ -269,3 +269,14 @@ def test_code_presets():
     assert cfg.max_new_tokens == 64
     with pytest.raises(SystemExit, match="--task"):
         train.parse_args(["--task", "poetry"])
+
+
+def test_paper_preset_offline_names_the_dataset(tmp_path):
+    """The paper presets read the Hub; offline and uncached, each says which flag and dataset, fast."""
+    pytest.importorskip("datasets")
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1"}
+    for task, flag, name in (("math", "--eval-dataset", "math-500"), ("code", "--eval-dataset", "livecodebench")):
+        proc = run_cli(["--preset", "paper", "--task", task, "--out", str(tmp_path / task)], timeout=300,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **env))
+        assert proc.returncode != 0
+        assert f"{flag} {name}: cannot load" in proc.stderr and "not in the local cache" in proc.stderr
