@@ -281,7 +281,7 @@ def test_offline_hub_dataset_that_is_not_cached_fails_clearly(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 3, out.stdout + out.stderr
     for line, name in zip(lines, ("math-500", "livecodebench", "owner/some-set@test")):
-        assert line.startswith(f"--dataset {name}: cannot load ") and "HF_HUB_OFFLINE=1" in line
+        assert line.startswith(f"--eval-dataset {name}: cannot load ") and "HF_HUB_OFFLINE=1" in line
         assert "not in the local cache" in line
 
 
