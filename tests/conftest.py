@@ -36,3 +36,13 @@ def micro(micro_model_dir: Path):
     model = AutoModelForCausalLM.from_pretrained(micro_model_dir)
     model.eval()
     return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def sandbox_works():
+    """Skips code-verdict tests where the sandbox cannot start at all (sandbox_info says why)."""
+    import sandbox
+
+    info = sandbox.sandbox_info()
+    if not info["working"]:
+        pytest.skip(f"the sandbox cannot start on this machine: {info}")

@@ -23,13 +23,6 @@ def fixture_rows(name):
     return [json.loads(line) for line in (FIXTURES / f"{name}.jsonl").read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def sandbox_works():
-    info = sandbox.sandbox_info()
-    if not info["working"]:
-        pytest.skip(f"the sandbox cannot start on this machine: {info}")
-
-
 def block(program):
     return f"Here it is.\n```python\n{program}```\n"
 
