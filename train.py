@@ -364,7 +364,7 @@ def evaluate_rows(run: "Run", name: str, rows: list, max_new_tokens: int, label:
     }
     if label:
         result["dataset"] = label
-    run.log.step({"phase": "eval", "stage": name, **({"dataset": label} if label else {}), **result},
+    run.log.step({"phase": "eval", "stage": name, **result},
                  f"[eval {name}{' ' + label if label else ''}] avg@{k} {result['avg@k']:.3f}  "
                  f"pass@{k} {result['pass@k']:.3f}  len {result['response_len']:.1f}  ({result['seconds']:.0f}s)")
     for i in range(min(cfg.log_samples, len(rollouts))):
@@ -397,10 +397,9 @@ class Run:
         self.teacher = None
         self.log = RunLog(cfg, self.out)
         # Skipped rows are counted, never silently given a zero reward: they go to metrics.jsonl.
-        skipped, notes = getattr(self.data, "skipped", {}), getattr(self.data, "notes", [])
+        skipped, notes = self.data.skipped, self.data.notes
         sizes = {k: len(self.data[k]) for k in ("eval", "n1", "n2")}
-        self.log.step({"phase": "data", **sizes, "skipped": skipped, "sources": getattr(self.data, "sources", {}),
-                       "notes": notes},
+        self.log.step({"phase": "data", **sizes, "skipped": skipped, "sources": self.data.sources, "notes": notes},
                       f"[data] held-out {sizes['eval']}, N1 {sizes['n1']}, N2 {sizes['n2']}"
                       + (f"; skipped {sum(skipped.values())} rows: {skipped}" if skipped else ""))
         for note in notes:
@@ -811,7 +810,7 @@ def write_results(run: Run, t_start: float, commit: str | None) -> dict:
         "generations": run.state["generations"], "seconds": sum(run.state["seconds"].values()),
         "seconds_per_stage": run.state["seconds"], "wall_seconds_this_process": time.time() - t_start,
         "commit": commit, "torch": torch.__version__, "device": str(run.device),
-        "data": {"sources": getattr(run.data, "sources", {}), "skipped": getattr(run.data, "skipped", {})},
+        "data": {"sources": run.data.sources, "skipped": run.data.skipped},
     }
     if "extra" in res["eval_base"] and "extra" in res[final_stage]:
         results["extra"] = {"dataset": cfg.eval_extra, "base_accuracy": res["eval_base"]["extra"]["avg@k"],
