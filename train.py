@@ -833,7 +833,8 @@ def print_table(results: dict) -> None:
                         ("eval_final", "after Phase 2 (SD-Zero)")):
         if "extra" in ev.get(name, {}):
             e = ev[name]["extra"]
-            print(f"{(e['dataset'] + ', ' + label)[:22]:<22}{e['avg@k']:>10.3f}{e['pass@k']:>10.3f}"
+            short = {"eval_base": "base", "eval_srt": "SRT", "eval_final": "SD-Zero"}[name]
+            print(f"{(e['dataset'] + ' ' + short)[:22]:<22}{e['avg@k']:>10.3f}{e['pass@k']:>10.3f}"
                   f"{e['response_len']:>9.1f}   ({e['n_questions']} questions)")
     print(f"\n{results['generations']} training generations, {results['seconds']:.0f} s; "
           f"held-out: {ev['eval_base']['n_questions']} questions")

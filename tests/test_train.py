@@ -259,7 +259,7 @@ def test_code_task_runs_both_phases(tmp_path, monkeypatch, capsys):
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     # the hidden tests stay out of the logs: only the task's shape is written
     assert all(s["answer"]["kind"] in ("call", "assert") and isinstance(s["answer"]["tests"], int) for s in samples)
-    assert "humaneval, base" in capsys.readouterr().out
+    assert "humaneval base" in capsys.readouterr().out
 
 
 def test_code_presets():
