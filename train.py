@@ -424,7 +424,8 @@ class Run:
                 data = tasks.load_task(cfg.task, "embedded", 0, 0, cfg.eval_extra_n or -1, seed=cfg.data_seed,
                                        eval_dataset=cfg.eval_extra)
             except ValueError as e:
-                raise SystemExit(f"--eval-extra {cfg.eval_extra}: {e}") from None
+                # load_task names the flag of its held-out source; here that source is --eval-extra
+                raise SystemExit(str(e).replace("--eval-dataset", "--eval-extra", 1)) from None
             self._extra_rows = data["eval"]
         return self._extra_rows
 

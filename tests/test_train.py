@@ -280,3 +280,10 @@ def test_paper_preset_offline_names_the_dataset(tmp_path):
                        env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **env))
         assert proc.returncode != 0
         assert f"{flag} {name}: cannot load" in proc.stderr and "not in the local cache" in proc.stderr
+
+
+def test_eval_extra_offline_names_its_flag(tmp_path):
+    pytest.importorskip("datasets")
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_DATASETS_OFFLINE="1")
+    proc = run_cli(["--preset", "smoke", "--eval-extra", "gsm8k", "--out", str(tmp_path / "x")], timeout=300, env=env)
+    assert proc.returncode != 0 and "--eval-extra gsm8k: cannot load" in proc.stderr
