@@ -19,6 +19,10 @@ The algorithm, step by step (sdzero-spec.md), and where each step lives:
          reverse KL over the teacher's top-64, teacher a stop-gradient target ................... distill.chunked_distill_loss
      2d. optional teacher refresh: --teacher sync:N (hard copy) or ema:R ......................... update_teacher
   3. Held-out evaluation before Phase 1, after Phase 1 and after Phase 2: avg@k, pass@k ........ evaluate
+  Baselines in the same loop, sampler, verifier, evaluation and --budget (generations) accounting:
+     --method rft (k samples per question, SFT on the verified-correct ones) ....... rft_sample, rft_train
+     --method grpo (groups of n, clipped policy gradient, DAPO choices as flags) .... grpo_train
+     --method srt (Phase 1 only), p2only (Phase 2 without SRT, Table 12), base (evaluation only)
 
 Deliberate deviations from the paper (each a flag where it matters):
   - Scale: the demo uses a 135M model, two-operand arithmetic, 48 new tokens and ~300 training
@@ -52,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import baselines
 import distill
 import revise
 import sdzero
@@ -70,7 +75,12 @@ class Config:
     # what to run
     task: str = knob("math", "task: math (final answer in \\boxed{}, sympy) | code (one Python block, sandboxed tests)")
     preset: str = knob("demo", "demo (embedded SmolLM2, CPU) | smoke (micro model, seconds) | paper (Qwen3-4B, GPUs)")
-    method: str = knob("sdzero", "sdzero (Phase 1 + 2) | srt (stop after Phase 1)")
+    method: str = knob("sdzero", "sdzero (Phase 1 + 2) | srt (stop after Phase 1) | p2only (Phase 2 from the base "
+                       "model, no SRT; paper Table 12) | rft | grpo (the paper's baselines, baselines.py) | base "
+                       "(evaluate only)")
+    budget: int = knob(0, "training generations to spend (initial answers, revisions, rollouts): sizes Phase 2 "
+                       "(sdzero), the Phase 1 questions (srt), the questions (rft) or the rollout steps (grpo) so "
+                       "methods compare at equal generations; 0 = each method's own flags")
     model: str = knob("smollm2-135m", "Hugging Face id, local folder, or the embedded alias smollm2-135m")
     dataset: str = knob("embedded", "embedded | a named dataset (openr1-math, math-500, aime24, aime25, gsm8k, "
                         "codeforces-cots, codeforces, humaneval, mbpp, livecodebench; README) | a Hub id "
@@ -115,12 +125,32 @@ class Config:
     beta: float = knob(0.5, "mixing weight of --divergence mixed and jsd")
     teacher_max_len: int = knob(4096, "teacher context cap; longer y is truncated for student and teacher alike")
     loss_chunk: int = knob(256, "response positions per chunk of the memory-bounded Phase 2 loss")
+    # baselines (baselines.py). RFT fine-tunes with the Phase 1 settings (--srt-lr, --srt-epochs,
+    # --srt-batch-size, --srt-warmup); both draw questions from N1 then N2.
+    rft_samples: int = knob(4, "RFT: samples per question (the paper's baselines: 4)")
+    rft_dedup: bool = knob(True, "RFT: keep distinct correct samples only (the RFT paper)")
+    grpo_group: int = knob(4, "GRPO: samples per question, the group size n (the paper's baselines: 4)")
+    grpo_batch: int = knob(16, "GRPO: questions per rollout step")
+    grpo_steps: int = knob(11, "GRPO: rollout steps when --budget is 0")
+    grpo_minibatches: int = knob(2, "GRPO: optimizer steps per rollout step (later ones are off-policy, clipped)")
+    grpo_lr: float = knob(1e-5, "GRPO learning rate (DAPO: 1e-6 at 32B)")
+    grpo_warmup: int = knob(0, "GRPO warmup optimizer steps, then constant lr")
+    grpo_std: bool = knob(True, "GRPO: divide the advantage by the group's std (--no-grpo-std: Dr. GRPO)")
+    grpo_norm: str = knob("token", "GRPO loss normalisation: token (DAPO) | sequence (GRPO)")
+    grpo_clip_low: float = knob(0.2, "GRPO: lower clip, rho >= 1 - this")
+    grpo_clip_high: float = knob(0.28, "GRPO: upper clip, rho <= 1 + this (DAPO clip-higher; GRPO: 0.2)")
+    grpo_dynamic: bool = knob(True, "GRPO: DAPO dynamic sampling, replace groups whose rewards are all equal")
+    grpo_max_rounds: int = knob(3, "GRPO dynamic sampling: generation rounds per step at most")
+    grpo_overlong: int = knob(0, "GRPO: DAPO overlong penalty over the last N tokens before the cap (0 = off)")
+    grpo_kl: float = knob(0.0, "GRPO: KL(pi || initial model) coefficient (GRPO 0.04; DAPO 0 = off)")
     # optimisation (both phases)
     weight_decay: float = knob(0.0, "AdamW weight decay")
     grad_clip: float = knob(1.0, "gradient-norm clip (authors' code: 1.0)")
     # evaluation
     eval_samples: int = knob(1, "samples per held-out question: avg@k and pass@k use k = this")
     eval_temperature: float = knob(0.0, "held-out sampling temperature (0 = greedy, needs --eval-samples 1)")
+    eval_revise: bool = knob(False, "at each evaluation also revise every held-out answer (greedy, P_r by its "
+                             "reward): the reviser's correction rate (r=0 -> right) and keep rate (r=1 -> right)")
     eval_extra: str = knob("", "also evaluate this dataset before training and at the end, reported apart "
                            "(code demo: humaneval)")
     eval_extra_n: int = knob(0, "questions of --eval-extra (0 = all)")
@@ -190,8 +220,21 @@ def check_config(cfg: Config) -> None:
         raise SystemExit(f"{flag}: {why}")
     if cfg.task not in ("math", "code"):
         bad("--task", f"{cfg.task!r} is not one of math, code")
-    if cfg.method not in ("sdzero", "srt"):
-        bad("--method", f"{cfg.method!r} is not one of sdzero, srt (rft and grpo come with the baselines issue)")
+    if cfg.method not in METHOD_STAGES:
+        bad("--method", f"{cfg.method!r} is not one of {', '.join(METHOD_STAGES)}")
+    if cfg.grpo_norm not in ("token", "sequence"):
+        bad("--grpo-norm", f"{cfg.grpo_norm!r} is not one of token, sequence")
+    for name in ("rft_samples", "grpo_group", "grpo_batch", "grpo_steps", "grpo_minibatches", "grpo_max_rounds"):
+        if getattr(cfg, name) < 1:
+            bad("--" + name.replace("_", "-"), "must be at least 1")
+    if cfg.method == "grpo" and cfg.grpo_group < 2:
+        bad("--grpo-group", "a group needs at least 2 samples for r - mean(r) to be anything but 0")
+    if not (0 <= cfg.grpo_clip_low < 1 and cfg.grpo_clip_high >= 0):
+        bad("--grpo-clip-low" if not 0 <= cfg.grpo_clip_low < 1 else "--grpo-clip-high",
+            "clip ranges are 0 <= low < 1 and high >= 0")
+    if not 0 <= cfg.grpo_overlong <= cfg.max_new_tokens:
+        bad("--grpo-overlong", f"must lie in 0..--max-new-tokens ({cfg.max_new_tokens})")
+    check_budget(cfg)
     if cfg.srt_loss not in ("both", "gen", "rev"):
         bad("--srt-loss", f"{cfg.srt_loss!r} is not one of both, gen, rev")
     if cfg.divergence not in ("reverse", "forward", "mixed", "jsd"):
@@ -213,6 +256,29 @@ def check_config(cfg: Config) -> None:
         bad("--topk", "must be 0 (full vocabulary) or positive")
     if not 0 <= cfg.beta <= 1:
         bad("--beta", "must lie in [0, 1]")
+
+
+def check_budget(cfg: Config) -> None:
+    """--budget must at least pay for the smallest unit of work of the method; say what that unit costs."""
+    if cfg.budget < 0:
+        raise SystemExit("--budget: must be 0 (no budget) or a number of generations")
+    if not cfg.budget or cfg.method == "base":
+        return
+    per_question = 1 + cfg.num_revisions  # y_init and its revisions
+    need = {"p2only": (cfg.p2_batch_size, f"one Phase 2 step (--p2-batch-size {cfg.p2_batch_size})"),
+            "srt": (per_question, f"one Phase 1 question (1 + --num-revisions = {per_question})"),
+            "rft": (cfg.rft_samples, f"one question's --rft-samples ({cfg.rft_samples})"),
+            "grpo": (cfg.grpo_group * cfg.grpo_batch,
+                     f"one rollout step (--grpo-group x --grpo-batch = {cfg.grpo_group * cfg.grpo_batch})")}
+    if cfg.method == "sdzero":
+        p1 = cfg.n1 * (per_question if cfg.revise_correct else 1)  # without revise_correct: at least the y_init
+        what = (f"Phase 1 ({'' if cfg.revise_correct else 'at least '}--n1 x (1 + --num-revisions) = {p1}) "
+                f"and one Phase 2 step (--p2-batch-size {cfg.p2_batch_size})")
+        need["sdzero"] = (p1 + cfg.p2_batch_size, what)
+    least, what = need[cfg.method]
+    if cfg.budget < least:
+        raise SystemExit(f"--budget {cfg.budget}: too small for --method {cfg.method}, which needs {least} "
+                         f"generations for {what}")
 
 
 def parse_teacher(spec: str) -> tuple[str, float]:
@@ -335,8 +401,7 @@ def evaluate(run: "Run", name: str) -> dict:
     evaluation, reported under "extra"."""
     cfg = run.cfg
     result = evaluate_rows(run, name, run.data["eval"], cfg.max_new_tokens, "")
-    last = "eval_final" if cfg.method == "sdzero" else "eval_srt"
-    if cfg.eval_extra and name in ("eval_base", last):
+    if cfg.eval_extra and name in ("eval_base", final_stage(cfg.method)):
         result["extra"] = evaluate_rows(run, name, run.extra_eval_rows(), cfg.eval_extra_tokens or cfg.max_new_tokens,
                                         cfg.eval_extra)
     return result
@@ -364,6 +429,8 @@ def evaluate_rows(run: "Run", name: str, rows: list, max_new_tokens: int, label:
     }
     if label:
         result["dataset"] = label
+    elif cfg.eval_revise:
+        result["revise"] = evaluate_reviser(run, name, rows, rollouts, correct, max_new_tokens)
     run.log.step({"phase": "eval", "stage": name, **result},
                  f"[eval {name}{' ' + label if label else ''}] avg@{k} {result['avg@k']:.3f}  "
                  f"pass@{k} {result['pass@k']:.3f}  len {result['response_len']:.1f}  ({result['seconds']:.0f}s)")
@@ -372,6 +439,24 @@ def evaluate_rows(run: "Run", name: str, rows: list, max_new_tokens: int, label:
                         "question": rows[i // k].question, "answer": loggable(rows[i // k].answer),
                         "y": rollouts[i].text, "r": correct[i]})
     return result
+
+
+def evaluate_reviser(run: "Run", name: str, rows: list, rollouts: list, correct: list[int],
+                     max_new_tokens: int) -> dict:
+    """The reviser on the held-out answers: chat(x) + y + P_r, greedy. How often it turns a wrong answer
+    right (what Phase 1 must teach and Phase 2 distils) and keeps a right one right."""
+    cfg, k = run.cfg, run.cfg.eval_samples
+    contexts = [revise.reviser_context_ids(run.tok, y.prompt_ids, y.response_ids, r, cfg.phrase_style)
+                for y, r in zip(rollouts, correct)]
+    revisions = sdzero.generate(run.model, run.tok, contexts, max_new_tokens=max_new_tokens,
+                                temperature=cfg.eval_temperature, batch_size=cfg.gen_batch_size,
+                                seeds=[derive_seed(cfg.seed, "eval_revise", name, i) for i in range(len(contexts))])
+    fixed = rewards([y.text for y in revisions], [rows[i // k].answer for i in range(len(revisions))], cfg.task)
+    n0, n1 = correct.count(0), correct.count(1)
+    return {"n_r0": n0, "n_r1": n1,
+            "r0_corrected": sum(f for f, r in zip(fixed, correct) if r == 0) / n0 if n0 else None,
+            "r1_kept": sum(f for f, r in zip(fixed, correct) if r == 1) / n1 if n1 else None,
+            "accuracy_after_revision": sum(fixed) / len(fixed)}
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -405,8 +490,8 @@ class Run:
         for note in notes:
             tqdm.write(f"[data] {note}")
         self._prompt_cache: dict[str, list[int]] = {}
-        self.state = {"stage": STAGES[0], "step": 0, "results": {}, "generations": 0, "seconds": {},
-                      "srt_data": None, "p1_stats": None}
+        self.state = {"stage": METHOD_STAGES[cfg.method][0], "step": 0, "results": {}, "generations": 0,
+                      "generations_by": {}, "seconds": {}, "srt_data": None, "p1_stats": None}
         self.optimizer = self.scheduler = None
 
     def prompt_ids(self, ex: tasks.Example) -> list[int]:
@@ -454,11 +539,34 @@ class Run:
         self.state["seconds"][stage] = self.state["seconds"].get(stage, 0.0) + seconds
 
 
+def count_generations(run: Run, kind: str, n: int) -> None:
+    """Every training sample drawn from the model counts against the budget (held-out evaluation does not):
+    y_init and revisions (Phase 1), p2 (Phase 2), rft and grpo (the baselines)."""
+    run.state["generations"] += n
+    by = run.state["generations_by"]
+    by[kind] = by.get(kind, 0) + n
+
+
 # ---------------------------------------------------------------------------------------------- Phase 1
+
+def training_pool(run: Run) -> list[tasks.Example]:
+    """The questions a method that is not split into two phases draws from: N1 then N2."""
+    return run.data["n1"] + run.data["n2"]
+
+
+def phase1_rows(run: Run) -> list[tasks.Example]:
+    """N1; with --method srt --budget, as many questions of N1 then N2 as the budget pays for (the SRT-only
+    model gets the generations SD-Zero would spend on Phase 2 as more Phase 1 data)."""
+    cfg = run.cfg
+    if cfg.method == "srt" and cfg.budget:
+        pool = training_pool(run)
+        return pool[:min(len(pool), cfg.budget // (1 + cfg.num_revisions))]
+    return run.data["n1"]
+
 
 def phase1_sample(run: Run) -> None:
     """Steps 1a-1c: y_init per question, verify, 3 revisions each, keep the verified-correct revisions."""
-    cfg, tok, rows = run.cfg, run.tok, run.data["n1"]
+    cfg, tok, rows = run.cfg, run.tok, phase1_rows(run)
     t0 = time.time()
     prompts = [run.prompt_ids(ex) for ex in rows]
     with tqdm(total=len(prompts), desc="phase 1: y_init", leave=False) as bar:
@@ -485,7 +593,8 @@ def phase1_sample(run: Run) -> None:
             ex = revise.srt_example(tok, prompts[i], y_init[i].response_ids, r_init[i], y.response_ids,
                                     cfg.phrase_style)
             kept.append(dataclasses.asdict(ex))
-    run.state["generations"] += len(y_init) + len(y_rev)
+    count_generations(run, "y_init", len(y_init))
+    count_generations(run, "revisions", len(y_rev))
 
     def rate(rs):
         return sum(rs) / len(rs) if rs else None  # None, not NaN: metrics.jsonl stays strict JSON
@@ -493,7 +602,7 @@ def phase1_sample(run: Run) -> None:
         "y_init_accuracy": rate(r_init),
         "revision_accuracy_r0": rate([r for r, (i, _) in zip(r_rev, owners) if r_init[i] == 0]),
         "revision_accuracy_r1": rate([r for r, (i, _) in zip(r_rev, owners) if r_init[i] == 1]),
-        "kept": len(kept), "kept_share": len(kept) / max(1, len(y_rev)),
+        "questions": len(rows), "kept": len(kept), "kept_share": len(kept) / max(1, len(y_rev)),
         "kept_corrections": sum(1 for ex in kept if ex["reward"] == 0),
         "y_init_len": sum(len(y.response_ids) for y in y_init) / len(y_init),
         "truncated_share": sum(y.truncated for y in y_init + y_rev) / len(y_init + y_rev),
@@ -517,8 +626,9 @@ def phase1_sample(run: Run) -> None:
     run.state["p1_stats"] = stats
 
 
-def srt_loss(run: Run, batch: list[dict]) -> tuple[torch.Tensor, dict]:
-    """L_SRT = L_rev + L_gen on one forward pass (the two equations share the token sequence)."""
+def srt_loss(run: Run, batch: list[dict], terms: str) -> tuple[torch.Tensor, dict]:
+    """L_SRT = L_rev + L_gen on one forward pass (the two equations share the token sequence); terms picks
+    both, gen or rev (--srt-loss). RFT examples mark the response in both masks and train on gen."""
     seqs = [ex["input_ids"] for ex in batch]
     first_target = min(min(i for i, m in enumerate(ex["gen_mask"]) if m) for ex in batch)
     hidden, shared = sdzero.shared_prefix_hidden(run.model, seqs, run.tok.pad_token_id, keep_from=first_target - 1)
@@ -542,7 +652,7 @@ def srt_loss(run: Run, batch: list[dict]) -> tuple[torch.Tensor, dict]:
     l_rev = distill.masked_mean(nll, rev_mask[sel])
     # Eq. 2: L_gen = -log pi(y_init, P_r, y_rev | x), token mean over the whole assistant turn.
     l_gen = distill.masked_mean(nll, gen_mask[sel])
-    loss = {"both": l_rev + l_gen, "gen": l_gen, "rev": l_rev}[run.cfg.srt_loss]
+    loss = {"both": l_rev + l_gen, "gen": l_gen, "rev": l_rev}[terms]
     return loss, {"l_rev": l_rev.item(), "l_gen": l_gen.item(), "tokens": int(sum(len(x) for x in seqs))}
 
 
@@ -563,8 +673,9 @@ def make_optimizer(run: Run, lr: float, total_steps: int, warmup_steps: int, cos
 
 def optimizer_step(run: Run, loss: torch.Tensor, phase: str, step: int) -> float:
     if not torch.isfinite(loss):
+        flag = {"p1": "--srt-lr", "rft": "--srt-lr", "p2": "--p2-lr", "grpo": "--grpo-lr"}[phase]
         raise SystemExit(f"{phase} step {step}: the loss is {loss.item()} (not finite) at lr "
-                         f"{run.scheduler.get_last_lr()[0]:.2e}; lower --{'srt' if phase == 'p1' else 'p2'}-lr. "
+                         f"{run.scheduler.get_last_lr()[0]:.2e}; lower {flag}. "
                          f"The last checkpoint in {run.out / 'checkpoint'} is intact.")
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(),
@@ -577,7 +688,13 @@ def optimizer_step(run: Run, loss: torch.Tensor, phase: str, step: int) -> float
 
 def phase1_train(run: Run, resume_ckpt: dict | None) -> None:
     """Step 1d: SRT on the kept tuples, AdamW with warmup + cosine."""
-    cfg, data = run.cfg, run.state["srt_data"]
+    sft_train(run, resume_ckpt, run.state["srt_data"], run.cfg.srt_loss, "p1", "phase 1: SRT")
+
+
+def sft_train(run: Run, resume_ckpt: dict | None, data: list[dict], terms: str, phase: str, desc: str) -> None:
+    """Supervised steps over examples with rev/gen masks: SRT (Phase 1) and RFT share this loop, optimizer
+    and schedule (--srt-lr, --srt-epochs, --srt-batch-size, --srt-warmup)."""
+    cfg = run.cfg
     steps_per_epoch = math.ceil(len(data) / cfg.srt_batch_size)
     total = steps_per_epoch * cfg.srt_epochs
     run.optimizer, run.scheduler = make_optimizer(run, cfg.srt_lr, total, round(cfg.srt_warmup * total), True)
@@ -585,25 +702,27 @@ def phase1_train(run: Run, resume_ckpt: dict | None) -> None:
         run.optimizer.load_state_dict(resume_ckpt["optimizer"])
         run.scheduler.load_state_dict(resume_ckpt["scheduler"])
     run.model.train()
-    with tqdm(total=total, initial=run.state["step"], desc="phase 1: SRT", leave=False) as bar:
+    order_tag = "srt_order" if phase == "p1" else f"{phase}_order"
+    with tqdm(total=total, initial=run.state["step"], desc=desc, leave=False) as bar:
         while run.state["step"] < total:
             step = run.state["step"]
             epoch, b = divmod(step, steps_per_epoch)
             order = list(range(len(data)))
-            random.Random(derive_seed(cfg.seed, "srt_order", epoch)).shuffle(order)
+            random.Random(derive_seed(cfg.seed, order_tag, epoch)).shuffle(order)
             batch = [data[i] for i in order[b * cfg.srt_batch_size:(b + 1) * cfg.srt_batch_size]]
             t0 = time.time()
             lr = run.scheduler.get_last_lr()[0]
-            loss, parts = srt_loss(run, batch)
-            grad_norm = optimizer_step(run, loss, "p1", step)
+            loss, parts = srt_loss(run, batch, terms)
+            grad_norm = optimizer_step(run, loss, phase, step)
             dt = time.time() - t0
             run.state["step"] = step + 1
-            run.timed("p1_train", dt)
-            row = {"phase": "p1", "step": step + 1, "epoch": epoch, "loss": loss.item(), **parts, "lr": lr,
+            run.timed(f"{phase}_train", dt)
+            row = {"phase": phase, "step": step + 1, "epoch": epoch, "loss": loss.item(), **parts, "lr": lr,
                    "grad_norm": grad_norm, "tokens_per_s": parts["tokens"] / dt, "seconds": dt,
                    "peak_mem_mib": peak_memory_mib(run.device)}
-            run.log.step(row, f"[phase 1] step {step + 1}/{total} loss {row['loss']:.4f} (rev {parts['l_rev']:.3f} "
-                              f"gen {parts['l_gen']:.3f}) lr {lr:.2e} |g| {grad_norm:.2f}")
+            detail = f"(rev {parts['l_rev']:.3f} gen {parts['l_gen']:.3f}) " if phase == "p1" else ""
+            run.log.step(row, f"[{desc}] step {step + 1}/{total} loss {row['loss']:.4f} {detail}lr {lr:.2e} "
+                              f"|g| {grad_norm:.2f}")
             bar.update(1)
             if cfg.save_every and run.state["step"] % cfg.save_every == 0 and run.state["step"] < total:
                 run.save_checkpoint()
@@ -662,7 +781,7 @@ def phase2_step(run: Run, step: int) -> dict:
     ys = sdzero.generate(run.model, tok, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                          batch_size=cfg.gen_batch_size,
                          seeds=[derive_seed(cfg.seed, "p2", step, i) for i in range(len(batch))])
-    run.state["generations"] += len(ys)
+    count_generations(run, "p2", len(ys))
     rs = rewards([y.text for y in ys], [ex.answer for ex in batch], cfg.task)
     t_gen = time.time() - t0
     # 2b. Teacher inputs; y is cut for both sides when x + 2|y| + |phrase| exceeds the teacher's cap.
@@ -735,38 +854,256 @@ def phase2_step(run: Run, step: int) -> dict:
     return row
 
 
+def phase2_steps(run: Run) -> int:
+    """--p2-steps, or with --budget as many steps as the generations left after Phase 1 pay for."""
+    cfg = run.cfg
+    if not cfg.budget:
+        return cfg.p2_steps
+    phase1 = run.state["generations"] - run.state["generations_by"].get("p2", 0)
+    steps = (cfg.budget - phase1) // cfg.p2_batch_size
+    if steps < 1:
+        raise SystemExit(f"--budget {cfg.budget}: Phase 1 used {phase1} generations, which leaves less than one "
+                         f"Phase 2 step (--p2-batch-size {cfg.p2_batch_size}); raise --budget or lower --n1")
+    return steps
+
+
 def phase2_train(run: Run, resume_ckpt: dict | None) -> None:
     cfg = run.cfg
+    total = phase2_steps(run)
     if run.teacher is None:
         run.teacher = make_teacher(run.model)  # the SRT model, frozen unless --teacher says otherwise
-    run.optimizer, run.scheduler = make_optimizer(run, cfg.p2_lr, cfg.p2_steps, cfg.p2_warmup, False)
+    run.optimizer, run.scheduler = make_optimizer(run, cfg.p2_lr, total, cfg.p2_warmup, False)
     if resume_ckpt is not None and "optimizer" in resume_ckpt:
         run.optimizer.load_state_dict(resume_ckpt["optimizer"])
         run.scheduler.load_state_dict(resume_ckpt["scheduler"])
-    with tqdm(total=cfg.p2_steps, initial=run.state["step"], desc="phase 2: distill", leave=False) as bar:
-        while run.state["step"] < cfg.p2_steps:
+    with tqdm(total=total, initial=run.state["step"], desc="phase 2: distill", leave=False) as bar:
+        while run.state["step"] < total:
             step = run.state["step"]
             row = phase2_step(run, step)
             run.state["step"] = step + 1
             update_teacher(run, step + 1)
             run.timed("p2", row["sec_generate"] + row["sec_teacher"] + row["sec_student"])
-            run.log.step(row, f"[phase 2] step {step + 1}/{cfg.p2_steps} loss {row['loss']:.4f} reward "
+            run.log.step(row, f"[phase 2] step {step + 1}/{total} loss {row['loss']:.4f} reward "
                               f"{row['reward_mean']:.2f} KL r=0 {fmt(row['kl_r0'])} r=1 {fmt(row['kl_r1'])} "
                               f"len {row['response_len']:.1f} lr {row['lr']:.2e} |g| {row['grad_norm']:.2f}")
             bar.update(1)
-            if cfg.save_every and run.state["step"] % cfg.save_every == 0 and run.state["step"] < cfg.p2_steps:
+            if cfg.save_every and run.state["step"] % cfg.save_every == 0 and run.state["step"] < total:
                 run.save_checkpoint()
+    run.optimizer = run.scheduler = None
+    run.teacher = None
+
+
+# ---------------------------------------------------------------------------------------------- baselines
+
+def rft_sample(run: Run) -> None:
+    """RFT data: --rft-samples answers per question of N1 then N2 (as many questions as --budget pays for),
+    keep the verified-correct ones (distinct ones with --rft-dedup)."""
+    cfg, tok = run.cfg, run.tok
+    pool = training_pool(run)
+    rows = pool[:min(len(pool), cfg.budget // cfg.rft_samples)] if cfg.budget else pool
+    k, t0 = cfg.rft_samples, time.time()
+    prompts = [run.prompt_ids(ex) for ex in rows]
+    with tqdm(total=len(rows) * k, desc="rft: samples", leave=False) as bar:
+        ys = sdzero.generate(run.model, tok, [p for p in prompts for _ in range(k)], max_new_tokens=cfg.max_new_tokens,
+                             temperature=cfg.temperature, batch_size=cfg.gen_batch_size, progress=bar,
+                             seeds=[derive_seed(cfg.seed, "rft", i, j) for i in range(len(rows)) for j in range(k)])
+    count_generations(run, "rft", len(ys))
+    rs = rewards([y.text for y in ys], [rows[n // k].answer for n in range(len(ys))], cfg.task)
+    data, solved = [], 0
+    for i, p in enumerate(prompts):
+        group = ys[i * k:(i + 1) * k]
+        keep = baselines.distinct_correct([y.response_ids for y in group], rs[i * k:(i + 1) * k], cfg.rft_dedup)
+        solved += bool(keep)
+        for j in keep:
+            y = group[j].response_ids
+            mask = [0] * len(p) + [1] * len(y)  # the loss runs over the answer given the question
+            data.append({"input_ids": p + y, "rev_mask": mask, "gen_mask": mask, "reward": 1})
+    stats = {"questions": len(rows), "sample_accuracy": sum(rs) / len(rs), "solved_share": solved / len(rows),
+             "kept": len(data), "correct": sum(rs), "response_len": sum(len(y.response_ids) for y in ys) / len(ys),
+             "truncated_share": sum(y.truncated for y in ys) / len(ys)}
+    run.log.step({"phase": "rft_sample", **stats, "seconds": time.time() - t0},
+                 f"[rft] {len(rows)} questions x {k}: sample acc {stats['sample_accuracy']:.3f}, solved "
+                 f"{stats['solved_share']:.3f}, kept {len(data)} {'distinct ' if cfg.rft_dedup else ''}correct answers")
+    for n in range(min(cfg.log_samples, len(ys))):
+        run.log.sample({"phase": "rft", "question": rows[n // k].question, "answer": loggable(rows[n // k].answer),
+                        "y": ys[n].text, "r": rs[n]})
+    if not data:
+        raise SystemExit(f"RFT kept nothing: none of the {len(ys)} samples of {len(rows)} questions verified "
+                         "correct; use an easier task, more --rft-samples or a stronger --model.")
+    run.state["rft_data"] = data
+    run.state["method_stats"] = stats
+
+
+def rft_train(run: Run, resume_ckpt: dict | None) -> None:
+    sft_train(run, resume_ckpt, run.state["rft_data"], "gen", "rft", "rft: SFT")
+
+
+def response_logp(model, seqs, starts, lengths, pad_id: int, temperature: float, chunk: int):
+    """log pi(y_t | x, y_<t) of the response tokens at the sampling temperature: [B, T] and mask [B, T].
+
+    The LM head runs over `chunk` positions at a time and is recomputed in backward (checkpoint), so no
+    [B, T, V] tensor exists: at long responses and large vocabularies that tensor, not the model, is what
+    runs out of memory.
+    """
+    h, mask = response_hidden(model, seqs, starts, lengths, pad_id)  # [B, T, H], [B, T]
+    targets = torch.zeros(mask.shape, dtype=torch.long, device=h.device)  # [B, T]
+    for b, (s, n) in enumerate(zip(starts, lengths)):
+        targets[b, :n] = torch.tensor(seqs[b][s:s + n], device=h.device)
+    sel = mask.bool()
+    hs, ts = h[sel], targets[sel]  # [M, H], [M]
+    W = model.get_output_embeddings().weight
+
+    def logp_of(h_c, t_c):
+        logits = (h_c.float() @ W.float().T) / temperature  # [chunk, V]
+        return logits.log_softmax(-1).gather(-1, t_c[:, None]).squeeze(-1)  # [chunk]
+
+    parts = []
+    for i in range(0, hs.shape[0], chunk):
+        if torch.is_grad_enabled():
+            parts.append(torch.utils.checkpoint.checkpoint(logp_of, hs[i:i + chunk], ts[i:i + chunk],
+                                                           use_reentrant=False))
+        else:
+            parts.append(logp_of(hs[i:i + chunk], ts[i:i + chunk]))
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=h.device)
+    out = out.masked_scatter(sel, torch.cat(parts)) if parts else out
+    return out, mask
+
+
+def pool_indices(run: Run, start: int, count: int) -> list[int]:
+    """Questions `start .. start + count` of an endless stream over N1 + N2, reshuffled each pass (seeded)."""
+    n = len(training_pool(run))
+    out = []
+    for c in range(start, start + count):
+        epoch, pos = divmod(c, n)
+        order = list(range(n))
+        random.Random(derive_seed(run.cfg.seed, "grpo_order", epoch)).shuffle(order)
+        out.append(order[pos])
+    return out
+
+
+def grpo_step(run: Run, step: int) -> dict | None:
+    """One GRPO rollout step: groups of --grpo-group samples for --grpo-batch questions (refilled with fresh
+    questions while groups carry no signal, --grpo-dynamic), then --grpo-minibatches clipped updates."""
+    cfg, tok, pool = run.cfg, run.tok, training_pool(run)
+    n, t0 = cfg.grpo_group, time.time()
+    groups, generated, binary = [], 0, []  # groups: (question, rollouts, shaped rewards)
+    for rnd in range(cfg.grpo_max_rounds if cfg.grpo_dynamic else 1):
+        need = cfg.grpo_batch - len(groups)
+        if need <= 0:
+            break
+        if cfg.budget:  # never spend past the budget; a refill round shrinks to what is left
+            need = min(need, (cfg.budget - run.state["generations"]) // n)
+            if need <= 0:
+                break
+        qs = pool_indices(run, run.state["grpo_cursor"], need)
+        run.state["grpo_cursor"] += need
+        prompts = [run.prompt_ids(pool[q]) for q in qs for _ in range(n)]
+        ys = sdzero.generate(run.model, tok, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                             batch_size=cfg.gen_batch_size,
+                             seeds=[derive_seed(cfg.seed, "grpo", step, rnd, i) for i in range(len(prompts))])
+        count_generations(run, "grpo", len(ys))
+        generated += len(ys)
+        rs = rewards([y.text for y in ys], [pool[q].answer for q in qs for _ in range(n)], cfg.task)
+        binary += rs
+        for g, q in enumerate(qs):
+            group = ys[g * n:(g + 1) * n]
+            shaped = torch.tensor([r + baselines.overlong_penalty(len(y.response_ids), cfg.max_new_tokens,
+                                                                  cfg.grpo_overlong)
+                                   for r, y in zip(rs[g * n:(g + 1) * n], group)])
+            if not cfg.grpo_dynamic or baselines.informative_groups(shaped[None])[0]:
+                groups.append((q, group, shaped))
+    t_gen = time.time() - t0
+    stats = {"phase": "grpo", "step": step + 1, "generated": generated, "groups_kept": len(groups),
+             "reward_mean": sum(binary) / max(1, len(binary)), "generations": run.state["generations"],
+             "sec_generate": t_gen}
+    if not groups:  # every group was all-right or all-wrong: nothing to learn from this step
+        return {**stats, "loss": None, "seconds": time.time() - t0}
+    adv = baselines.group_advantages(torch.stack([g[2] for g in groups]), cfg.grpo_std).flatten()  # [G * n]
+    samples = [(run.prompt_ids(pool[q]), y) for q, ys_, _ in groups for y in ys_]
+    seqs = [p + y.response_ids for p, y in samples]
+    starts = [len(p) for p, _ in samples]
+    lengths = [len(y.response_ids) for _, y in samples]
+    pad = tok.pad_token_id
+    order = list(range(len(samples)))
+    random.Random(derive_seed(cfg.seed, "grpo_mb", step)).shuffle(order)
+    minibatches = [order[i::cfg.grpo_minibatches] for i in range(cfg.grpo_minibatches)]
+    minibatches = [ix for ix in minibatches if ix]
+
+    def pick(ix):
+        return [seqs[i] for i in ix], [starts[i] for i in ix], [lengths[i] for i in ix]
+    # pi_old: the policy that sampled, before any update of this step; pi_ref: the initial model (--grpo-kl).
+    with torch.no_grad():
+        run.model.eval()
+        old = [response_logp(run.model, *pick(ix), pad, cfg.temperature, cfg.loss_chunk)[0] for ix in minibatches]
+        ref = ([response_logp(run.teacher, *pick(ix), pad, cfg.temperature, cfg.loss_chunk)[0] for ix in minibatches]
+               if cfg.grpo_kl > 0 else [None] * len(minibatches))
+    run.model.train()
+    losses, norms, parts = [], [], []
+    lr = run.scheduler.get_last_lr()[0]
+    for ix, logp_old, logp_ref in zip(minibatches, old, ref):
+        logp, mask = response_logp(run.model, *pick(ix), pad, cfg.temperature, cfg.loss_chunk)
+        loss, part = baselines.clipped_pg_loss(logp, logp_old, adv[ix], mask, cfg.grpo_clip_low, cfg.grpo_clip_high,
+                                               cfg.grpo_norm, logp_ref, cfg.grpo_kl)
+        norms.append(optimizer_step(run, loss, "grpo", step))
+        losses.append(loss.item())
+        parts.append(part)
+    def mean(xs):
+        return sum(xs) / len(xs)
+    return {**stats, "loss": mean(losses), "lr": lr, "grad_norm": mean(norms),
+            "clip_share": mean([p["clip_share"] for p in parts]),
+            **({"kl_ref": mean([p["kl_ref"] for p in parts])} if cfg.grpo_kl > 0 else {}),
+            "adv_abs_mean": float(adv.abs().mean()), "response_len": mean(lengths),
+            "seconds": time.time() - t0, "peak_mem_mib": peak_memory_mib(run.device)}
+
+
+def grpo_steps_left(run: Run) -> bool:
+    cfg = run.cfg
+    if cfg.budget:  # until a full rollout step no longer fits the budget
+        return run.state["generations"] + cfg.grpo_group * cfg.grpo_batch <= cfg.budget
+    return run.state["step"] < cfg.grpo_steps
+
+
+def grpo_train(run: Run, resume_ckpt: dict | None) -> None:
+    cfg = run.cfg
+    run.state.setdefault("grpo_cursor", 0)
+    if cfg.grpo_kl > 0 and run.teacher is None:
+        run.teacher = make_teacher(run.model)  # the reference model of the KL term: the initial policy
+    run.optimizer, run.scheduler = make_optimizer(run, cfg.grpo_lr, 0, cfg.grpo_warmup, False)
+    if resume_ckpt is not None and "optimizer" in resume_ckpt:
+        run.optimizer.load_state_dict(resume_ckpt["optimizer"])
+        run.scheduler.load_state_dict(resume_ckpt["scheduler"])
+    while grpo_steps_left(run):
+        step = run.state["step"]
+        row = grpo_step(run, step)
+        run.state["step"] = step + 1
+        run.timed("grpo", row["seconds"])
+        run.log.step(row, f"[grpo] step {step + 1} reward {row['reward_mean']:.2f} groups {row['groups_kept']}/"
+                          f"{cfg.grpo_batch} loss {fmt(row['loss'])} generations {row['generations']}"
+                          + (f" clip {row['clip_share']:.3f} |g| {row['grad_norm']:.2f}" if row["loss"] is not None
+                             else " (no informative group: no update)"))
+        if cfg.save_every and run.state["step"] % cfg.save_every == 0 and grpo_steps_left(run):
+            run.save_checkpoint()
     run.optimizer = run.scheduler = None
     run.teacher = None
 
 
 # ---------------------------------------------------------------------------------------------- driver
 
-STAGES = ["eval_base", "p1_sample", "p1_train", "eval_srt", "p2", "eval_final", "done"]
+# The stages of each method, in order; a checkpoint names the next stage to run.
+METHOD_STAGES = {
+    "sdzero": ["eval_base", "p1_sample", "p1_train", "eval_srt", "p2", "eval_final", "done"],
+    "srt": ["eval_base", "p1_sample", "p1_train", "eval_srt", "done"],
+    "rft": ["eval_base", "rft_sample", "rft_train", "eval_final", "done"],
+    "grpo": ["eval_base", "grpo", "eval_final", "done"],
+    "p2only": ["eval_base", "p2", "eval_final", "done"],  # teacher = the base model prompted with P_r
+    "base": ["eval_base", "done"],
+}
+TRAINING_STAGES = {"p1_train": phase1_train, "p2": phase2_train, "rft_train": rft_train, "grpo": grpo_train}
 
 
-def stages_for(method: str) -> list[str]:
-    return [s for s in STAGES if method == "sdzero" or s not in ("p2", "eval_final")]
+def final_stage(method: str) -> str:
+    """The evaluation that gives a method's final_accuracy."""
+    return METHOD_STAGES[method][-2]
 
 
 def prepare_out(cfg: Config) -> None:
@@ -803,19 +1140,22 @@ def git_commit() -> str | None:
 
 def write_results(run: Run, t_start: float, commit: str | None) -> dict:
     cfg, res = run.cfg, run.state["results"]
-    final_stage = "eval_final" if cfg.method == "sdzero" else "eval_srt"
+    last = final_stage(cfg.method)
     results = {
         "method": cfg.method, "task": cfg.task, "model": cfg.model, "seed": cfg.seed,
-        "base_accuracy": res["eval_base"]["avg@k"], "srt_accuracy": res["eval_srt"]["avg@k"],
-        "final_accuracy": res[final_stage]["avg@k"], "eval": res, "phase1": run.state["p1_stats"],
-        "generations": run.state["generations"], "seconds": sum(run.state["seconds"].values()),
+        "base_accuracy": res["eval_base"]["avg@k"],
+        "srt_accuracy": res["eval_srt"]["avg@k"] if "eval_srt" in res else None,
+        "final_accuracy": res[last]["avg@k"], "eval": res, "phase1": run.state["p1_stats"],
+        "baseline": run.state.get("method_stats"),
+        "budget": cfg.budget or None, "generations": run.state["generations"],
+        "generations_by": run.state["generations_by"], "seconds": sum(run.state["seconds"].values()),
         "seconds_per_stage": run.state["seconds"], "wall_seconds_this_process": time.time() - t_start,
         "commit": commit, "torch": torch.__version__, "device": str(run.device),
         "data": {"sources": run.data.sources, "skipped": run.data.skipped},
     }
-    if "extra" in res["eval_base"] and "extra" in res[final_stage]:
+    if "extra" in res["eval_base"] and "extra" in res[last]:
         results["extra"] = {"dataset": cfg.eval_extra, "base_accuracy": res["eval_base"]["extra"]["avg@k"],
-                            "final_accuracy": res[final_stage]["extra"]["avg@k"],
+                            "final_accuracy": res[last]["extra"]["avg@k"],
                             "n_questions": res["eval_base"]["extra"]["n_questions"]}
     atomic_write_text(run.out / "results.json", json.dumps(results, indent=2))
     return results
@@ -824,20 +1164,23 @@ def write_results(run: Run, t_start: float, commit: str | None) -> dict:
 def print_table(results: dict) -> None:
     ev = results["eval"]
     k = ev["eval_base"]["k"]
-    print(f"\n{'model':<22}{'avg@' + str(k):>10}{'pass@' + str(k):>10}{'length':>9}")
-    for name, label in (("eval_base", "base"), ("eval_srt", "after Phase 1 (SRT)"),
-                        ("eval_final", "after Phase 2 (SD-Zero)")):
+    final = {"sdzero": "after Phase 2 (SD-Zero)", "rft": "after RFT", "grpo": "after GRPO",
+             "p2only": "after Phase 2, no SRT"}.get(results["method"])
+    stages = (("eval_base", "base", "base"), ("eval_srt", "after Phase 1 (SRT)", "SRT"),
+              ("eval_final", final, results["method"]))
+    print(f"\n{'model':<24}{'avg@' + str(k):>10}{'pass@' + str(k):>10}{'length':>9}")
+    for name, label, _ in stages:
         if name in ev:
             e = ev[name]
-            print(f"{label:<22}{e['avg@k']:>10.3f}{e['pass@k']:>10.3f}{e['response_len']:>9.1f}")
-    for name, label in (("eval_base", "base"), ("eval_srt", "after Phase 1 (SRT)"),
-                        ("eval_final", "after Phase 2 (SD-Zero)")):
+            print(f"{label:<24}{e['avg@k']:>10.3f}{e['pass@k']:>10.3f}{e['response_len']:>9.1f}")
+    for name, _, short in stages:
         if "extra" in ev.get(name, {}):
             e = ev[name]["extra"]
-            short = {"eval_base": "base", "eval_srt": "SRT", "eval_final": "SD-Zero"}[name]
-            print(f"{(e['dataset'] + ' ' + short)[:22]:<22}{e['avg@k']:>10.3f}{e['pass@k']:>10.3f}"
+            print(f"{(e['dataset'] + ' ' + short)[:24]:<24}{e['avg@k']:>10.3f}{e['pass@k']:>10.3f}"
                   f"{e['response_len']:>9.1f}   ({e['n_questions']} questions)")
-    print(f"\n{results['generations']} training generations, {results['seconds']:.0f} s; "
+    by = ", ".join(f"{kind} {n}" for kind, n in results["generations_by"].items())
+    print(f"\n{results['generations']} training generations{' (' + by + ')' if by else ''}"
+          f"{', budget ' + str(results['budget']) if results['budget'] else ''}, {results['seconds']:.0f} s; "
           f"held-out: {ev['eval_base']['n_questions']} questions")
 
 
@@ -850,7 +1193,7 @@ def main(argv=None) -> dict:
     resume_ckpt = run.load_checkpoint() if cfg.resume else None
     if cfg.resume:
         tqdm.write(f"resuming {cfg.out} at stage {run.state['stage']}, step {run.state['step']}")
-    order = stages_for(cfg.method)
+    order = METHOD_STAGES[cfg.method]
     while run.state["stage"] != "done":
         stage = run.state["stage"]
         t0 = time.time()
@@ -858,12 +1201,12 @@ def main(argv=None) -> dict:
             run.state["results"][stage] = evaluate(run, stage)
         elif stage == "p1_sample":
             phase1_sample(run)
-        elif stage == "p1_train":
-            phase1_train(run, resume_ckpt)
-        elif stage == "p2":
-            phase2_train(run, resume_ckpt)
+        elif stage == "rft_sample":
+            rft_sample(run)
+        else:
+            TRAINING_STAGES[stage](run, resume_ckpt)
         resume_ckpt = None
-        if stage not in ("p1_train", "p2"):  # the training loops time their own steps
+        if stage not in TRAINING_STAGES:  # the training loops time their own steps
             run.timed(stage, time.time() - t0)
         run.state["stage"] = order[order.index(stage) + 1]
         run.state["step"] = 0
