@@ -49,8 +49,9 @@ def mean_se(xs: list[float]) -> tuple[float, float | None]:
     return statistics.mean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else None)
 
 
-def run_one(method: str, seed: int, args, extra: list[str]) -> Path:
-    out = Path(args.runs) / f"{method}-s{seed}"
+def run_one(method: str, seed: int, args, extra: list[str], name: str | None = None) -> Path:
+    """train.py for one (method, seed) in <runs>/<name or method>-s<seed>; the folder once finished."""
+    out = Path(args.runs) / f"{name or method}-s{seed}"
     cmd = ["--task", "math", "--method", method, "--seed", str(seed), "--threads", str(args.threads), *extra]
     if method != "base":
         cmd += ["--budget", str(args.budget)]
