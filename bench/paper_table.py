@@ -159,7 +159,7 @@ def plot(table: dict, path: Path) -> None:
     ax.set_ylabel("held-out accuracy (greedy)")
     ax.set_title(f"SmolLM2-135M, embedded arithmetic, budget {table['budget']}, {len(table['seeds'])} seeds")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
