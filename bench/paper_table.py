@@ -129,8 +129,10 @@ def summarise(rows: list[dict]) -> dict:
 
 def markdown(table: dict) -> str:
     lines = [f"Held-out accuracy (greedy, {table['n_eval']} embedded arithmetic questions), SmolLM2-135M-Instruct, "
-             f"budget {table['budget']} training generations, seeds {table['seeds']}; commit {table['commit']}, "
-             f"{table['machine']}. `python bench/paper_table.py`.", "",
+             f"budget {table['budget']} training generations, seeds {table['seeds']}; runs at commit "
+             f"{', '.join(table['run_commits'])}, table written at {table['commit']}; {table['machine']}, "
+             f"{table['jobs']} runs at a time with {table['threads']} torch thread(s) each. "
+             "`python bench/paper_table.py`.", "",
              "| method | seeds | held-out accuracy (mean ± s.e.) | gain over base (points) | generations | "
              "seconds | paper (Qwen3-4B, 8-bench avg) |", "|---|---|---|---|---|---|---|"]
     for method, s in table["summary"].items():
