@@ -28,6 +28,9 @@ ABLATIONS = {
     "mixed": ("divergence: 0.5 forward + 0.5 reverse (authors' code)", ["--divergence", "mixed"]),
     "full-vocab": ("support: full vocabulary instead of the teacher's top-64", ["--topk", "0"]),
     "olmo-phrases": ("control phrases of the authors' code (olmo)", ["--phrase-style", "olmo"]),
+    # knobs the paper points to (not ablations of its method)
+    "p2-lr": ("knob: Phase 2 learning rate 2e-5 (default 5e-6)", ["--p2-lr", "2e-5"]),
+    "temperature": ("knob: sampling temperature 1.0 (authors' code; default 0.7)", ["--temperature", "1.0"]),
 }
 
 
