@@ -70,8 +70,9 @@ def main(argv=None) -> dict:
     table = {"rows": rows, "seed": args.seed, "budget": args.budget, "commit": paper_table.commit(),
              "machine": paper_table.machine(), "wall_seconds": round(time.time() - t0, 1)}
     ref = rows[0]["final_accuracy"]
-    lines = [f"One seed ({args.seed}), budget {args.budget}, held-out accuracy (greedy); commit {table['commit']}, "
-             f"{table['machine']}. `python bench/ablations.py`.", "",
+    runs = ", ".join(sorted({row["commit"] or "?" for row in rows}))
+    lines = [f"One seed ({args.seed}), budget {args.budget}, held-out accuracy (greedy); runs at commit {runs}, table "
+             f"written at {table['commit']}; {table['machine']}. `python bench/ablations.py`.", "",
              "| ablation | flags | after Phase 1 | final | vs SD-Zero (points) |", "|---|---|---|---|---|"]
     for row in rows:
         srt = "-" if row["srt_accuracy"] is None else f"{row['srt_accuracy']:.3f}"
