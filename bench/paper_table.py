@@ -24,25 +24,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from demo_seeds import commit, machine  # bench/ is on sys.path: this runs as a script or from ablations.py
+
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["base", "srt", "sdzero", "rft", "grpo"]
 LABEL = {"base": "base", "srt": "SRT (Phase 1 only)", "sdzero": "SD-Zero", "rft": "RFT", "grpo": "GRPO"}
 PAPER = {"base": 49.8, "rft": 54.3, "grpo": 53.1, "srt": 57.6, "sdzero": 60.3}  # Qwen3-4B, 8-benchmark avg@8
-
-
-def commit() -> str:
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                         check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                           text=True, check=False).stdout.strip()
-    return sha + ("-dirty" if dirty else "")
-
-
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                  if line.startswith("model name")), "?") if cpuinfo.exists() else platform.processor()
-    return f"{platform.machine()}, {model}, {os.cpu_count()} cores"
 
 
 def mean_se(xs: list[float]) -> tuple[float, float | None]:

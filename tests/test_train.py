@@ -23,6 +23,22 @@ def run_cli(args, env=None, **kw):
                           capture_output=True, text=True, **kw)
 
 
+def kill_mid_phase(args, out, phase, steps):
+    """Start train.py with args and kill -9 it once metrics.jsonl in out has `steps` rows of `phase`."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
+    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics, tag = out / "metrics.jsonl", f'"phase": "{phase}"'
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and sum(tag in line for line in metrics.read_text().splitlines()) >= steps:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "run"
@@ -62,19 +78,8 @@ def test_smoke_runs_both_phases(smoke_run):
 def test_resume_after_kill_matches_uninterrupted(smoke_run, tmp_path):
     ref_out, _ = smoke_run
     out = tmp_path / "run"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--preset", "smoke", "--out", str(out)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Kill -9 in the middle of Phase 2, after at least one in-phase checkpoint.
-    metrics = out / "metrics.jsonl"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and sum('"phase": "p2"' in line for line in metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_mid_phase(["--preset", "smoke", "--out", str(out)], out, "p2", 2)
     assert not (out / "model").exists()
     resumed = run_cli(["--preset", "smoke", "--out", str(out), "--resume"], timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

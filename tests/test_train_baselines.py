@@ -2,10 +2,8 @@
 the chunked response log-probabilities against full logits."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
+from test_train import kill_mid_phase
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
@@ -114,17 +113,7 @@ def test_grpo_resume_after_kill_matches_uninterrupted(tmp_path):
     ref = tmp_path / "ref"
     assert run_cli([*flags, "--out", str(ref)], timeout=600).returncode == 0
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *flags, "--out", str(out)], cwd=REPO, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = out / "metrics.jsonl"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if log.exists() and sum('"phase": "grpo"' in line for line in log.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_mid_phase([*flags, "--out", str(out)], out, "grpo", 2)
     resumed = run_cli([*flags, "--out", str(out), "--resume"], timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = load_file(ref / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
