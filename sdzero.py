@@ -204,16 +204,64 @@ def _sample_rows(logits: torch.Tensor, temperature: float, generators: list[torc
     return torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(generators)])
 
 
+# ------------------------------------------------------------------------------------------ counter-based sampling
+# The static (GPU) path samples on the device with no per-row generator objects: the uniform for row i, step t,
+# token v is a hash of (seeds[i], t, v) (splitmix64's mixer), and Gumbel-max turns those uniforms into an exact
+# draw from softmax(logits / T). A rollout then depends only on its seed, never on its batch or rank.
+
+def _signed(x: int) -> int:
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 tensors (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors; multiplication wraps modulo 2^64 as in C."""
+    x = (x ^ _shr(x, 30)) * _MIX1
+    x = (x ^ _shr(x, 27)) * _MIX2
+    return x ^ _shr(x, 31)
+
+
+def counter_uniforms(seeds: torch.Tensor, step: torch.Tensor, vocab: int) -> torch.Tensor:
+    """U(0, 1) for every (row, token) at one decode step: seeds [B] int64, step [] int64 -> [B, V] fp32,
+    a pure function of (seed, step, token), in (2^-25, 1 - 2^-25)."""
+    row = _mix64(seeds * _GOLDEN + step)  # [B]
+    z = _mix64(row[:, None] + torch.arange(vocab, device=seeds.device) * _GOLDEN)  # [B, V]
+    return (_shr(z, 40).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+
+def gumbel_sample(logits: torch.Tensor, temperature: float, seeds: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """One token per row from softmax(logits / temperature) (argmax when temperature <= 0): [B, V] -> [B]."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    gumbel = -torch.log(-torch.log(counter_uniforms(seeds, step, logits.shape[-1])))  # [B, V]
+    return (logits.float() / temperature + gumbel).argmax(-1)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
              seeds: list[int] | None = None, batch_size: int = 64, stop_ids: list[int] | None = None,
-             progress=None) -> list[Rollout]:
+             progress=None, backend: str = "auto") -> list[Rollout]:
     """Sample one response per prompt (token ids in, token ids out).
 
-    Left-padded batches of `batch_size` prompts, sorted by length so padding stays small; a KV-cached
-    decode loop that stops each row at an end-of-turn token. Row i samples with torch.Generator seeded by
-    seeds[i], so a rollout is reproducible whatever batch it lands in (exact resume depends on this).
+    backend "eager" (the default off CUDA): left-padded batches of `batch_size` prompts, sorted by length so
+    padding stays small; a KV-cached decode loop that drops finished rows. Row i samples with a
+    torch.Generator seeded by seeds[i], so a rollout is reproducible whatever batch it lands in (exact resume
+    depends on this). backend "static" (the default on CUDA): `generate_static`, the same contract.
     """
+    if backend == "auto":
+        backend = "static" if next(model.parameters()).device.type == "cuda" else "eager"
+    if backend == "static":
+        return generate_static(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                               seeds=seeds, batch_size=batch_size, stop_ids=stop_ids, progress=progress)
+    if backend != "eager":
+        raise ValueError(f"backend must be auto, eager or static, got {backend!r}")
     device = next(model.parameters()).device
     stop_ids = stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer, model)
     seeds = seeds if seeds is not None else list(range(len(prompts)))
@@ -260,19 +308,130 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
             logits = result.logits[:, -1]  # [A, V]
         if progress is not None:
             progress.update(len(rows))
-        stop_set = set(stop_ids)
         for r, i in enumerate(rows):
-            resp: list[int] = []
-            ended = False
-            for tok in new_tokens[r, :n_gen].tolist():
-                resp.append(tok)
-                if tok in stop_set:
-                    ended = True
-                    break
-            text = tokenizer.decode(resp, skip_special_tokens=True)
-            out[i] = Rollout(list(prompts[i]), resp, text, truncated=not ended)
+            out[i] = _rollout(tokenizer, prompts[i], new_tokens[r, :n_gen].tolist(), set(stop_ids))
     model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+def _rollout(tokenizer, prompt: list[int], tokens: list[int], stop_set: set[int]) -> Rollout:
+    """The response up to and including its first end-of-turn token (truncated if there is none)."""
+    resp: list[int] = []
+    for tok in tokens:
+        resp.append(tok)
+        if tok in stop_set:
+            return Rollout(list(prompt), resp, tokenizer.decode(resp, skip_special_tokens=True), truncated=False)
+    return Rollout(list(prompt), resp, tokenizer.decode(resp, skip_special_tokens=True), truncated=True)
+
+
+# ------------------------------------------------------------------------------------------ static-cache generation
+
+def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """KV-cache bytes one token of one row takes over all layers."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * torch.finfo(dtype).bits // 8
+
+
+def rows_that_fit(model, max_len: int, requested: int, device: torch.device, share: float = 0.6) -> int:
+    """Rows per batch: `requested`, capped on CUDA by `share` of the free memory over what a row costs (its
+    static KV cache at max_len plus the sampler's [V] fp32/int64 temporaries)."""
+    if device.type != "cuda":
+        return requested
+    free, _ = torch.cuda.mem_get_info(device)
+    dtype = next(model.parameters()).dtype
+    per_row = kv_bytes_per_token(model.config, dtype) * max_len + 32 * model.config.vocab_size
+    return max(1, min(requested, int(share * free) // per_row))
+
+
+_COMPILED: dict = {}
+
+
+def _decode_step(model, cache, token, position, attention_mask, seeds, step, temperature: float):
+    """One decode step of every row of a static batch: next token [B] from the previous one [B]."""
+    out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=position[:, None],
+                cache=cache, use_cache=True)
+    return gumbel_sample(out.logits[:, -1], temperature, seeds, step)
+
+
+def decode_step_fn(device: torch.device, compile: bool | None = None):
+    """_decode_step, compiled with CUDA graphs on CUDA ("reduce-overhead": the static cache keeps its
+    addresses, so one graph replays every step of a batch shape); plain elsewhere."""
+    compile = device.type == "cuda" if compile is None else compile
+    if not compile:
+        return _decode_step
+    if "step" not in _COMPILED:
+        _COMPILED["step"] = torch.compile(_decode_step, mode="reduce-overhead", dynamic=False)
+    return _COMPILED["step"]
+
+
+@torch.no_grad()
+def generate_static(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
+                    seeds: list[int] | None = None, batch_size: int = 64, stop_ids: list[int] | None = None,
+                    progress=None, compile: bool | None = None, check_every: int = 16,
+                    pad_to: int = 64) -> list[Rollout]:
+    """generate() for accelerators: a static KV cache and a fixed-shape decode step (compiled with CUDA
+    graphs on CUDA), sampling on the device (`gumbel_sample`), no host synchronisation per token.
+
+    Prompts are sorted by length and left-padded to a multiple of `pad_to` (few distinct shapes, so few
+    compilations); the batch is `batch_size` rows, fewer when the KV cache would not fit the free memory.
+    Finished rows keep decoding pad tokens (a fixed shape is what makes the step a single graph); the host
+    looks at the batch every `check_every` tokens and stops once every row has ended.
+    """
+    device = next(model.parameters()).device
+    stop = torch.tensor(stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer, model), device=device)
+    seeds = seeds if seeds is not None else list(range(len(prompts)))
+    pad_id = tokenizer.pad_token_id
+    from transformers import StaticCache
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    width = -(-max(len(p) for p in prompts) // pad_to) * pad_to if prompts else 0
+    batch_size = rows_that_fit(model, width + max_new_tokens, batch_size, device)
+    step_fn = decode_step_fn(device, compile)
+    out: list[Rollout | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    for b0 in range(0, len(order), batch_size):
+        rows = order[b0:b0 + batch_size]
+        P = -(-max(len(prompts[i]) for i in rows) // pad_to) * pad_to  # [prompt width, a multiple of pad_to]
+        ids = torch.full((len(rows), P), pad_id, dtype=torch.long)  # [B, P], left-padded
+        mask = torch.zeros((len(rows), P + max_new_tokens), dtype=torch.long)  # [B, P+N], fixed for the batch
+        for r, i in enumerate(rows):
+            ids[r, P - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[r, P - len(prompts[i]):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        lengths = mask[:, :P].sum(1)  # [B]
+        row_seeds = torch.tensor([int(seeds[i]) % (2**63) for i in rows], dtype=torch.long, device=device)
+        cache = StaticCache(config=model.config, max_cache_len=P + max_new_tokens)
+        positions = (mask[:, :P].cumsum(-1) - 1).clamp(min=0)  # [B, P]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                       logits_to_keep=1).logits[:, -1]  # [B, V]
+        steps = torch.arange(max_new_tokens, device=device)  # step t as a tensor: one graph for every t
+        token = gumbel_sample(logits, temperature, row_seeds, steps[0])  # [B]
+        tokens = torch.full((len(rows), max_new_tokens), pad_id, dtype=torch.long, device=device)  # [B, N]
+        done = torch.zeros(len(rows), dtype=torch.bool, device=device)  # [B]
+        for t in range(max_new_tokens):
+            token = torch.where(done, pad_id, token)
+            tokens[:, t] = token
+            done = done | torch.isin(token, stop)
+            if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and bool(done.all())):
+                break
+            token = step_fn(model, cache, token.clone(), lengths + t, mask, row_seeds, steps[t + 1], temperature)
+        for r, i in enumerate(rows):
+            out[i] = _rollout(tokenizer, prompts[i], tokens[r].tolist(), set(stop.tolist()))
+        if progress is not None:
+            progress.update(len(rows))
+    model.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+def _is_sharded(module) -> bool:
+    """Whether FSDP2 (fully_shard) manages some part of the module."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without distributed support
+        return False
+    return any(isinstance(m, FSDPModule) for m in module.modules())
 
 
 def shared_prefix_hidden(model, seqs: list[list[int]], pad_id: int, *, keep_from: int,
@@ -287,6 +446,11 @@ def shared_prefix_hidden(model, seqs: list[list[int]], pad_id: int, *, keep_from
     """
     device = next(model.parameters()).device
     backbone = getattr(model, model.base_model_prefix)
+    if _is_sharded(backbone) or (model.training and getattr(model, "is_gradient_checkpointing", False)):
+        # FSDP2 regathers a layer's weights for backward when the gradient reaches that layer's output; the
+        # prefix's gradient reaches its layers through the KV cache instead, after their weights were freed.
+        # Activation checkpointing turns the cache off in training. Either way: no shared prefix.
+        min_shared = len(seqs[0]) + 1
     cache, shared = _shared_prefix_cache(backbone, seqs, keep_from, min_shared)
     width = max(len(s) for s in seqs) - shared
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [B, S], right-padded

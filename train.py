@@ -58,6 +58,7 @@ from tqdm import tqdm
 
 import baselines
 import distill
+import parallel
 import revise
 import sdzero
 import tasks
@@ -161,6 +162,12 @@ class Config:
     log_samples: int = knob(2, "samples per step written to samples.jsonl")
     wandb: str = knob("", "log to this Weights & Biases project (needs `pip install wandb`)")
     threads: int = knob(0, "torch CPU threads (0 = all cores)")
+    precision: str = knob("auto", "auto (bf16 on CUDA, else fp32) | bf16 (fp32 weights and optimizer, bf16 autocast "
+                          "for sampling and losses, the teacher stored in bf16) | fp32")
+    grad_checkpoint: bool = knob(False, "activation checkpointing in the decoder layers (long answers: memory for "
+                                 "recomputation)")
+    parallel: str = knob("auto", "under torchrun: auto (= ddp) | ddp (a full model per GPU) | fsdp (FSDP2: "
+                         "parameters, gradients and optimizer state sharded across GPUs); parallel.py")
 
 
 PRESETS = {
@@ -170,9 +177,10 @@ PRESETS = {
                   math_max_operand=9, max_new_tokens=24, gen_batch_size=32, srt_epochs=1, srt_batch_size=4,
                   srt_lr=1e-3, p2_steps=3, p2_batch_size=4, p2_lr=1e-4, loss_chunk=7, save_every=1,
                   teacher_max_len=128),
-    # Qwen3-4B-Instruct-2507 on 8 GPUs (sdzero-spec.md hyperparameters); needs the Hub.
+    # Qwen3-4B-Instruct-2507 on 8 GPUs (sdzero-spec.md hyperparameters); needs the Hub. Under torchrun, FSDP2 and
+    # activation checkpointing: 4B fp32 weights + AdamW are 64 GB before activations of 16K-token answers.
     "paper": dict(model="Qwen/Qwen3-4B-Instruct-2507", dataset="openr1-math", eval_dataset="math-500", out="runs/paper",
-                  fewshot=False,
+                  fewshot=False, parallel="fsdp", grad_checkpoint=True,
                   n1=10000, n2=9000, n_eval=500, max_new_tokens=16384, temperature=0.7, srt_lr=5e-6,
                   srt_epochs=2, srt_batch_size=64, p2_lr=5e-6, p2_steps=400, p2_batch_size=128, p2_warmup=20,
                   teacher_max_len=40960, gen_batch_size=256, eval_samples=8, eval_temperature=0.7, save_every=50),
@@ -222,6 +230,10 @@ def check_config(cfg: Config) -> None:
         bad("--task", f"{cfg.task!r} is not one of math, code")
     if cfg.method not in METHOD_STAGES:
         bad("--method", f"{cfg.method!r} is not one of {', '.join(METHOD_STAGES)}")
+    if cfg.precision not in ("auto", "bf16", "fp32"):
+        bad("--precision", f"{cfg.precision!r} is not one of auto, bf16, fp32")
+    if cfg.parallel not in ("auto", "ddp", "fsdp"):
+        bad("--parallel", f"{cfg.parallel!r} is not one of auto, ddp, fsdp")
     if cfg.grpo_norm not in ("token", "sequence"):
         bad("--grpo-norm", f"{cfg.grpo_norm!r} is not one of token, sequence")
     for name in ("rft_samples", "grpo_group", "grpo_batch", "grpo_steps", "grpo_minibatches", "grpo_max_rounds"):
@@ -361,12 +373,16 @@ def rewards(responses: list[str], answers: list, task: str) -> list[int]:
 
 
 class RunLog:
-    """metrics.jsonl (one object per step), samples.jsonl, optional wandb, one printed line per step."""
+    """metrics.jsonl (one object per step), samples.jsonl, optional wandb, one printed line per step.
+    Under torchrun only rank 0 logs (main=False: every call is a no-op)."""
 
-    def __init__(self, cfg: Config, out: Path):
+    def __init__(self, cfg: Config, out: Path, main: bool = True):
+        self.main = main
+        self.wandb = None
+        if not main:
+            return
         self.metrics = open(out / "metrics.jsonl", "a")
         self.samples = open(out / "samples.jsonl", "a")
-        self.wandb = None
         if cfg.wandb:
             try:
                 import wandb
@@ -375,6 +391,8 @@ class RunLog:
             self.wandb = wandb.init(project=cfg.wandb, config=dataclasses.asdict(cfg), name=out.name)
 
     def step(self, row: dict, line: str | None = None) -> None:
+        if not self.main:
+            return
         self.metrics.write(json.dumps(row) + "\n")
         self.metrics.flush()
         if self.wandb is not None:
@@ -383,6 +401,8 @@ class RunLog:
             tqdm.write(line)
 
     def sample(self, row: dict) -> None:
+        if not self.main:
+            return
         self.samples.write(json.dumps(row) + "\n")
         self.samples.flush()
 
@@ -414,11 +434,8 @@ def evaluate_rows(run: "Run", name: str, rows: list, max_new_tokens: int, label:
     seeds = [derive_seed(cfg.seed, "eval", name, label, i) if label else derive_seed(cfg.seed, "eval", name, i)
              for i in range(len(prompts))]
     t0 = time.time()
-    with tqdm(total=len(prompts), desc=f"eval {name} {label}".rstrip(), leave=False) as bar:
-        rollouts = sdzero.generate(run.model, run.tok, prompts, max_new_tokens=max_new_tokens,
-                                   temperature=cfg.eval_temperature, seeds=seeds,
-                                   batch_size=cfg.gen_batch_size, progress=bar)
-    correct = rewards([r.text for r in rollouts], [rows[i // k].answer for i in range(len(rollouts))], cfg.task)
+    rollouts, correct = run.rollouts(prompts, seeds, [rows[i // k].answer for i in range(len(prompts))],
+                                     max_new_tokens, cfg.eval_temperature, f"eval {name} {label}".rstrip())
     per_q = [sum(correct[j * k:(j + 1) * k]) for j in range(len(rows))]
     result = {
         "avg@k": sum(correct) / len(correct), "pass@k": sum(pass_at_k(k, c, k) for c in per_q) / len(rows),
@@ -448,10 +465,9 @@ def evaluate_reviser(run: "Run", name: str, rows: list, rollouts: list, correct:
     cfg, k = run.cfg, run.cfg.eval_samples
     contexts = [revise.reviser_context_ids(run.tok, y.prompt_ids, y.response_ids, r, cfg.phrase_style)
                 for y, r in zip(rollouts, correct)]
-    revisions = sdzero.generate(run.model, run.tok, contexts, max_new_tokens=max_new_tokens,
-                                temperature=cfg.eval_temperature, batch_size=cfg.gen_batch_size,
-                                seeds=[derive_seed(cfg.seed, "eval_revise", name, i) for i in range(len(contexts))])
-    fixed = rewards([y.text for y in revisions], [rows[i // k].answer for i in range(len(revisions))], cfg.task)
+    _, fixed = run.rollouts(contexts, [derive_seed(cfg.seed, "eval_revise", name, i) for i in range(len(contexts))],
+                            [rows[i // k].answer for i in range(len(contexts))], max_new_tokens,
+                            cfg.eval_temperature, f"eval {name} reviser")
     n0, n1 = correct.count(0), correct.count(1)
     return {"n_r0": n0, "n_r1": n1,
             "r0_corrected": sum(f for f, r in zip(fixed, correct) if r == 0) / n0 if n0 else None,
@@ -462,14 +478,20 @@ def evaluate_reviser(run: "Run", name: str, rows: list, rollouts: list, correct:
 # ---------------------------------------------------------------------------------------------- the run
 
 class Run:
-    """Everything one training run holds: config, data, model, logs and the resumable state."""
+    """Everything one training run holds: config, data, model, logs and the resumable state.
 
-    def __init__(self, cfg: Config):
+    Under torchrun every rank holds a Run; `dist` says which rank it is. `model` is the bare Hugging Face
+    model (sampling uses it), `policy` the same model wrapped for training (parallel.wrap: plain, DDP or
+    FSDP2); every loss runs through `policy(fn, ...)`.
+    """
+
+    def __init__(self, cfg: Config, d: parallel.Dist | None = None):
         self.cfg = cfg
         self.out = Path(cfg.out)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = sdzero.pick_device()
+        self.dist = d or parallel.Dist(device=sdzero.pick_device())
+        self.device = self.dist.device
         try:
             self.data = tasks.load_task(cfg.task, cfg.dataset, cfg.n1, cfg.n2, cfg.n_eval, seed=cfg.data_seed,
                                         question_field=cfg.question_field, answer_field=cfg.answer_field,
@@ -479,8 +501,13 @@ class Run:
             raise SystemExit(str(e)) from None
         self._extra_rows = None
         self.model, self.tok = sdzero.load_model(cfg.model, device=self.device)
-        self.teacher = None
-        self.log = RunLog(cfg, self.out)
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.autocast = torch.bfloat16 if bf16 else None
+        if cfg.grad_checkpoint:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.policy = parallel.wrap(self.model, self.dist, autocast=self.autocast)
+        self.teacher = self.teacher_policy = None  # Phase 2's teacher, or GRPO's reference model
+        self.log = RunLog(cfg, self.out, main=self.dist.main)
         # Skipped rows are counted, never silently given a zero reward: they go to metrics.jsonl.
         skipped, notes = self.data.skipped, self.data.notes
         sizes = {k: len(self.data[k]) for k in ("eval", "n1", "n2")}
@@ -501,6 +528,22 @@ class Run:
             self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, messages)
         return self._prompt_cache[ex.question]
 
+    def rollouts(self, prompts: list[list[int]], seeds: list[int], answers: list, max_new_tokens: int,
+                 temperature: float, desc: str) -> tuple[list[sdzero.Rollout], list[int]]:
+        """Sample one response per prompt and verify it: (rollouts, rewards) in prompt order. Under torchrun
+        each rank samples and verifies its share of the prompts and every rank receives all of them; row i
+        samples with seeds[i] wherever it runs, so the result does not depend on the world size."""
+        d = self.dist
+        mine = parallel.my_rows(d, len(prompts))
+        with parallel.rollout_mode(self.policy, d), parallel.amp(self.autocast, self.device.type), \
+                tqdm(total=len(mine), desc=desc, leave=False, disable=not d.main) as bar:
+            ys = sdzero.generate(self.model, self.tok, [prompts[i] for i in mine], max_new_tokens=max_new_tokens,
+                                 temperature=temperature, seeds=[seeds[i] for i in mine],
+                                 batch_size=self.cfg.gen_batch_size, progress=bar)
+        rs = rewards([y.text for y in ys], [answers[i] for i in mine], self.cfg.task)
+        both = parallel.gather(d, len(prompts), mine, list(zip(ys, rs)))
+        return [y for y, _ in both], [r for _, r in both]
+
     def extra_eval_rows(self) -> list[tasks.Example]:
         """The --eval-extra questions, loaded on first use (the same rows at every evaluation)."""
         if self._extra_rows is None:
@@ -516,24 +559,34 @@ class Run:
 
     # checkpoints ---------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        ckpt = {"state": self.state, "model": self.model.state_dict(), "rng": rng_state(),
-                "config": dataclasses.asdict(self.cfg)}
+        """Full (unsharded) state keyed by parameter name, written by rank 0: it resumes on any world size.
+        Collective under FSDP (every rank gathers its shards), so every rank calls it."""
+        d = self.dist
+        ckpt = {"state": self.state, "model": parallel.model_state(self.model, d), "rng": rng_state(),
+                "config": dataclasses.asdict(self.cfg), "world_size": d.world}
         if self.optimizer is not None:
-            ckpt["optimizer"] = self.optimizer.state_dict()
+            ckpt["optimizer"] = parallel.optimizer_state(self.model, self.optimizer, d)
             ckpt["scheduler"] = self.scheduler.state_dict()
         if self.teacher is not None:
-            ckpt["teacher"] = self.teacher.state_dict()
-        atomic_torch_save(ckpt, self.out / "checkpoint" / "state.pt")
+            ckpt["teacher"] = parallel.model_state(self.teacher, d)
+        if d.main:
+            atomic_torch_save(ckpt, self.out / "checkpoint" / "state.pt")
+        d.barrier()  # no rank moves on (or exits) before the checkpoint is on disk
 
     def load_checkpoint(self) -> dict:
-        ckpt = torch.load(self.out / "checkpoint" / "state.pt", map_location=self.device, weights_only=False)
+        ckpt = torch.load(self.out / "checkpoint" / "state.pt", map_location="cpu", weights_only=False)
         self.state = ckpt["state"]
-        self.model.load_state_dict(ckpt["model"])
+        parallel.load_model_state(self.model, ckpt["model"], self.dist)
         set_rng_state(ckpt["rng"])
         if "teacher" in ckpt:
-            self.teacher = make_teacher(self.model)
-            self.teacher.load_state_dict(ckpt["teacher"])
+            make_teacher(self)
+            parallel.load_model_state(self.teacher, ckpt["teacher"], self.dist)
         return ckpt
+
+    def restore_optimizer(self, ckpt: dict | None) -> None:
+        if ckpt is not None and "optimizer" in ckpt:
+            parallel.load_optimizer_state(self.model, self.optimizer, ckpt["optimizer"], self.dist)
+            self.scheduler.load_state_dict(ckpt["scheduler"])
 
     def timed(self, stage: str, seconds: float) -> None:
         self.state["seconds"][stage] = self.state["seconds"].get(stage, 0.0) + seconds
@@ -569,11 +622,8 @@ def phase1_sample(run: Run) -> None:
     cfg, tok, rows = run.cfg, run.tok, phase1_rows(run)
     t0 = time.time()
     prompts = [run.prompt_ids(ex) for ex in rows]
-    with tqdm(total=len(prompts), desc="phase 1: y_init", leave=False) as bar:
-        y_init = sdzero.generate(run.model, tok, prompts, max_new_tokens=cfg.max_new_tokens,
-                                 temperature=cfg.temperature, batch_size=cfg.gen_batch_size, progress=bar,
-                                 seeds=[derive_seed(cfg.seed, "p1_init", i) for i in range(len(rows))])
-    r_init = rewards([y.text for y in y_init], [ex.answer for ex in rows], cfg.task)
+    y_init, r_init = run.rollouts(prompts, [derive_seed(cfg.seed, "p1_init", i) for i in range(len(rows))],
+                                  [ex.answer for ex in rows], cfg.max_new_tokens, cfg.temperature, "phase 1: y_init")
     # Revise every y_init (paper) or only the wrong ones (authors' code, --no-revise-correct).
     todo = [i for i in range(len(rows)) if cfg.revise_correct or r_init[i] == 0]
     contexts, owners = [], []
@@ -582,11 +632,9 @@ def phase1_sample(run: Run) -> None:
         for j in range(cfg.num_revisions):
             contexts.append(ctx)
             owners.append((i, j))
-    with tqdm(total=len(contexts), desc="phase 1: revisions", leave=False) as bar:
-        y_rev = sdzero.generate(run.model, tok, contexts, max_new_tokens=cfg.max_new_tokens,
-                                temperature=cfg.temperature, batch_size=cfg.gen_batch_size, progress=bar,
-                                seeds=[derive_seed(cfg.seed, "p1_rev", i, j) for i, j in owners])
-    r_rev = rewards([y.text for y in y_rev], [rows[i].answer for i, _ in owners], cfg.task)
+    y_rev, r_rev = run.rollouts(contexts, [derive_seed(cfg.seed, "p1_rev", i, j) for i, j in owners],
+                                [rows[i].answer for i, _ in owners], cfg.max_new_tokens, cfg.temperature,
+                                "phase 1: revisions")
     kept = []
     for y, r, (i, j) in zip(y_rev, r_rev, owners):
         if r == 1:
@@ -626,15 +674,15 @@ def phase1_sample(run: Run) -> None:
     run.state["p1_stats"] = stats
 
 
-def srt_loss(run: Run, batch: list[dict], terms: str) -> tuple[torch.Tensor, dict]:
-    """L_SRT = L_rev + L_gen on one forward pass (the two equations share the token sequence); terms picks
-    both, gen or rev (--srt-loss). RFT examples mark the response in both masks and train on gen."""
+def srt_terms(model, batch: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 1 and Eq. 2 on one forward pass (the two equations score the same token sequence with different
+    masks): the token means of -log pi over y_rev (L_rev) and over the whole assistant turn (L_gen)."""
     seqs = [ex["input_ids"] for ex in batch]
     first_target = min(min(i for i, m in enumerate(ex["gen_mask"]) if m) for ex in batch)
-    hidden, shared = sdzero.shared_prefix_hidden(run.model, seqs, run.tok.pad_token_id, keep_from=first_target - 1)
-    width = hidden.shape[1]
+    hidden, shared = sdzero.shared_prefix_hidden(model, seqs, pad_id, keep_from=first_target - 1)
+    width, device = hidden.shape[1], hidden.device
     # Position shared + j predicts token shared + j + 1: targets and masks for j = 0 .. width - 2.
-    targets = torch.full((len(batch), width - 1), run.tok.pad_token_id, dtype=torch.long)  # [B, S-1]
+    targets = torch.full((len(batch), width - 1), pad_id, dtype=torch.long)  # [B, S-1]
     rev_mask = torch.zeros((len(batch), width - 1))  # [B, S-1]
     gen_mask = torch.zeros((len(batch), width - 1))  # [B, S-1]
     for b, ex in enumerate(batch):
@@ -642,18 +690,31 @@ def srt_loss(run: Run, batch: list[dict], terms: str) -> tuple[torch.Tensor, dic
         targets[b, :n] = torch.tensor(ex["input_ids"][shared + 1:])
         rev_mask[b, :n] = torch.tensor(ex["rev_mask"][shared + 1:], dtype=torch.float)
         gen_mask[b, :n] = torch.tensor(ex["gen_mask"][shared + 1:], dtype=torch.float)
-    targets, rev_mask, gen_mask = targets.to(run.device), rev_mask.to(run.device), gen_mask.to(run.device)
+    targets, rev_mask, gen_mask = targets.to(device), rev_mask.to(device), gen_mask.to(device)
     # The LM head runs only where some loss is taken (the assistant turn), not over the prompt.
     sel = gen_mask.bool() | rev_mask.bool()  # [B, S-1]
-    W = run.model.get_output_embeddings().weight
+    W = model.get_output_embeddings().weight
     logits = hidden[:, :-1][sel].float() @ W.float().T  # [N, V]
     nll = F.cross_entropy(logits, targets[sel], reduction="none")  # [N]
     # Eq. 1: L_rev = -log pi(y_rev | x, y_init, P_r), token mean over y_rev.
-    l_rev = distill.masked_mean(nll, rev_mask[sel])
     # Eq. 2: L_gen = -log pi(y_init, P_r, y_rev | x), token mean over the whole assistant turn.
-    l_gen = distill.masked_mean(nll, gen_mask[sel])
-    loss = {"both": l_rev + l_gen, "gen": l_gen, "rev": l_rev}[terms]
-    return loss, {"l_rev": l_rev.item(), "l_gen": l_gen.item(), "tokens": int(sum(len(x) for x in seqs))}
+    return distill.masked_mean(nll, rev_mask[sel]), distill.masked_mean(nll, gen_mask[sel])
+
+
+def srt_loss(run: Run, batch: list[dict], terms: str) -> tuple[torch.Tensor, float, dict]:
+    """L_SRT = L_rev + L_gen; terms picks both, gen or rev (--srt-loss). RFT examples mark the response in
+    both masks and train on gen. Returns (the loss to differentiate, its value, parts). Under torchrun each
+    rank scores its share of the batch and the token means are over the whole batch (parallel.Shares)."""
+    mine = [batch[i] for i in parallel.my_rows(run.dist, len(batch))]
+    # Tokens each term averages over: the mask bits past position 0 (position 0 is never a target).
+    counts = [float(sum(sum(ex[m][1:]) for ex in mine)) for m in ("rev_mask", "gen_mask")]
+    shares = parallel.Shares(run.dist, counts)
+    l_rev, l_gen = run.policy(srt_terms, mine or batch[:1], run.tok.pad_token_id)  # no rows: weight 0
+    loss = sum(shares.factor(i) * term for i, (name, term) in enumerate((("rev", l_rev), ("gen", l_gen)))
+               if terms in ("both", name))
+    rev, gen = shares.mean([l_rev.item(), l_gen.item()])
+    value = {"both": rev + gen, "gen": gen, "rev": rev}[terms]
+    return loss, value, {"l_rev": rev, "l_gen": gen, "tokens": int(sum(len(ex["input_ids"]) for ex in batch))}
 
 
 def make_optimizer(run: Run, lr: float, total_steps: int, warmup_steps: int, cosine: bool):
@@ -671,10 +732,12 @@ def make_optimizer(run: Run, lr: float, total_steps: int, warmup_steps: int, cos
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
-def optimizer_step(run: Run, loss: torch.Tensor, phase: str, step: int) -> float:
-    if not torch.isfinite(loss):
+def optimizer_step(run: Run, loss: torch.Tensor, value: float, phase: str, step: int) -> float:
+    """Backward, clip, step. `value` is the batch's loss (the same on every rank), `loss` this rank's part
+    to differentiate."""
+    if not math.isfinite(value):
         flag = {"p1": "--srt-lr", "rft": "--srt-lr", "p2": "--p2-lr", "grpo": "--grpo-lr"}[phase]
-        raise SystemExit(f"{phase} step {step}: the loss is {loss.item()} (not finite) at lr "
+        raise SystemExit(f"{phase} step {step}: the loss is {value} (not finite) at lr "
                          f"{run.scheduler.get_last_lr()[0]:.2e}; lower {flag}. "
                          f"The last checkpoint in {run.out / 'checkpoint'} is intact.")
     loss.backward()
@@ -683,7 +746,7 @@ def optimizer_step(run: Run, loss: torch.Tensor, phase: str, step: int) -> float
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-    return float(grad_norm)
+    return parallel.grad_norm_value(grad_norm)
 
 
 def phase1_train(run: Run, resume_ckpt: dict | None) -> None:
@@ -698,9 +761,7 @@ def sft_train(run: Run, resume_ckpt: dict | None, data: list[dict], terms: str, 
     steps_per_epoch = math.ceil(len(data) / cfg.srt_batch_size)
     total = steps_per_epoch * cfg.srt_epochs
     run.optimizer, run.scheduler = make_optimizer(run, cfg.srt_lr, total, round(cfg.srt_warmup * total), True)
-    if resume_ckpt is not None and "optimizer" in resume_ckpt:
-        run.optimizer.load_state_dict(resume_ckpt["optimizer"])
-        run.scheduler.load_state_dict(resume_ckpt["scheduler"])
+    run.restore_optimizer(resume_ckpt)
     run.model.train()
     order_tag = "srt_order" if phase == "p1" else f"{phase}_order"
     with tqdm(total=total, initial=run.state["step"], desc=desc, leave=False) as bar:
@@ -712,12 +773,12 @@ def sft_train(run: Run, resume_ckpt: dict | None, data: list[dict], terms: str, 
             batch = [data[i] for i in order[b * cfg.srt_batch_size:(b + 1) * cfg.srt_batch_size]]
             t0 = time.time()
             lr = run.scheduler.get_last_lr()[0]
-            loss, parts = srt_loss(run, batch, terms)
-            grad_norm = optimizer_step(run, loss, phase, step)
+            loss, value, parts = srt_loss(run, batch, terms)
+            grad_norm = optimizer_step(run, loss, value, phase, step)
             dt = time.time() - t0
             run.state["step"] = step + 1
             run.timed(f"{phase}_train", dt)
-            row = {"phase": phase, "step": step + 1, "epoch": epoch, "loss": loss.item(), **parts, "lr": lr,
+            row = {"phase": phase, "step": step + 1, "epoch": epoch, "loss": value, **parts, "lr": lr,
                    "grad_norm": grad_norm, "tokens_per_s": parts["tokens"] / dt, "seconds": dt,
                    "peak_mem_mib": peak_memory_mib(run.device)}
             detail = f"(rev {parts['l_rev']:.3f} gen {parts['l_gen']:.3f}) " if phase == "p1" else ""
@@ -731,22 +792,43 @@ def sft_train(run: Run, resume_ckpt: dict | None, data: list[dict], terms: str, 
 
 # ---------------------------------------------------------------------------------------------- Phase 2
 
-def make_teacher(model):
-    teacher = copy.deepcopy(model)
+def make_teacher(run: Run) -> None:
+    """run.teacher: a frozen copy of the current model (Phase 2's teacher, GRPO's reference), and
+    run.teacher_policy to call it through. Under FSDP2 the copy is built from the config, sharded like the
+    student, and filled from the student's shards (no gathering of the student's weights)."""
+    dtype = run.autocast or next(run.model.parameters()).dtype  # bf16 runs keep the teacher in bf16
+    if run.dist.strategy == "fsdp":
+        from transformers import AutoModelForCausalLM
+        with torch.device(run.device):
+            teacher = AutoModelForCausalLM.from_config(run.model.config, dtype=dtype)
+        policy = parallel.wrap(teacher, run.dist, train=False, autocast=run.autocast)
+    else:
+        teacher = copy.deepcopy(run.model).to(dtype)
+        policy = parallel.Policy(teacher, run.autocast)
     teacher.eval()
     teacher.requires_grad_(False)
-    return teacher
+    run.teacher, run.teacher_policy = teacher, policy
+    if run.dist.strategy == "fsdp":
+        copy_weights(run, 1.0)
+
+
+@torch.no_grad()
+def copy_weights(run: Run, weight: float) -> None:
+    """teacher <- teacher + weight (student - teacher), parameter by parameter (shard by shard under FSDP2)."""
+    if run.dist.strategy == "fsdp":
+        parallel.reshard(run.policy)
+        parallel.reshard(run.teacher_policy)
+    for p_t, p_s in zip(run.teacher.parameters(), run.model.parameters()):
+        p_t.copy_(p_s) if weight == 1.0 else p_t.lerp_(p_s.detach().to(p_t.dtype), weight)
 
 
 def update_teacher(run: Run, step: int) -> None:
     """Iterative self-evolution: sync:N copies the student every N steps; ema:R moves R of the way each step."""
     kind, arg = parse_teacher(run.cfg.teacher)
     if kind == "sync" and step % int(arg) == 0:
-        run.teacher.load_state_dict(run.model.state_dict())
+        copy_weights(run, 1.0)
     elif kind == "ema":
-        with torch.no_grad():
-            for p_t, p_s in zip(run.teacher.parameters(), run.model.parameters()):
-                p_t.lerp_(p_s.detach(), arg)
+        copy_weights(run, arg)
 
 
 def response_hidden(model, seqs: list[list[int]], starts: list[int], lengths: list[int], pad_id: int):
@@ -766,6 +848,32 @@ def response_hidden(model, seqs: list[list[int]], starts: list[int], lengths: li
     return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])), mask  # [B, T, H], [B, T]
 
 
+def teacher_targets(model, seqs, starts, lengths, pad_id: int, topk: int, chunk: int):
+    """The teacher's side of Eq. 4 at the response positions: its top-k log-probs and indices ([B, T, k]
+    each; only k x T numbers, never its full logits) when topk > 0, else its full logits [B, T, V]; and the
+    mask [B, T]."""
+    h_t, mask = response_hidden(model, seqs, starts, lengths, pad_id)  # [B, T, H], [B, T]
+    W = model.get_output_embeddings().weight
+    if topk:
+        return distill.chunked_teacher_topk(h_t, W, mask, topk, chunk=chunk), mask
+    return h_t.float() @ W.float().T, mask
+
+
+def student_divergence(model, seqs, starts, lengths, pad_id: int, target, divergence: str, topk: int,
+                       support: str, tail: bool, beta: float, chunk: int):
+    """Eq. 4: the token mean of D(pi_S || pi_T) over the response tokens, and the per-token values [B, T].
+    target: the teacher's (top-k log-probs, indices) for the memory-bounded loss, or its full logits."""
+    h_s, mask = response_hidden(model, seqs, starts, lengths, pad_id)  # [B, T, H]
+    W = model.get_output_embeddings().weight
+    if isinstance(target, tuple):
+        return distill.chunked_distill_loss(h_s, W, *target, mask, chunk=chunk, divergence=divergence, tail=tail,
+                                            beta=beta)
+    logits_student = h_s.float() @ W.float().T  # [B, T, V]
+    per_tok = distill.per_token_divergence(logits_student, target, divergence=divergence, topk=topk or None,
+                                           support=support, tail=tail, beta=beta)  # [B, T]
+    return distill.masked_mean(per_tok, mask), per_tok.detach()
+
+
 def phase2_step(run: Run, step: int) -> dict:
     """Steps 2a-2c for one batch of N2 questions."""
     cfg, tok, rows = run.cfg, run.tok, run.data["n2"]
@@ -778,11 +886,9 @@ def phase2_step(run: Run, step: int) -> dict:
     batch = [rows[i] for i in order[b * cfg.p2_batch_size:(b + 1) * cfg.p2_batch_size]]
     prompts = [run.prompt_ids(ex) for ex in batch]
     # 2a. One on-policy sample per question.
-    ys = sdzero.generate(run.model, tok, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                         batch_size=cfg.gen_batch_size,
-                         seeds=[derive_seed(cfg.seed, "p2", step, i) for i in range(len(batch))])
+    ys, rs = run.rollouts(prompts, [derive_seed(cfg.seed, "p2", step, i) for i in range(len(batch))],
+                          [ex.answer for ex in batch], cfg.max_new_tokens, cfg.temperature, "phase 2: samples")
     count_generations(run, "p2", len(ys))
-    rs = rewards([y.text for y in ys], [ex.answer for ex in batch], cfg.task)
     t_gen = time.time() - t0
     # 2b. Teacher inputs; y is cut for both sides when x + 2|y| + |phrase| exceeds the teacher's cap.
     student_seqs, teacher_seqs, starts_s, starts_t, lengths, cut = [], [], [], [], [], 0
@@ -800,57 +906,51 @@ def phase2_step(run: Run, step: int) -> dict:
         starts_t.append(t_start)
         lengths.append(len(y_ids))
     pad = tok.pad_token_id
+    # Under torchrun each rank scores its share of the batch; a rank without rows joins with weight 0.
+    mine = parallel.my_rows(run.dist, len(ys))
+
+    def pick(values):
+        return [values[i] for i in mine or [0]]
     t1 = time.time()
     use_topk = cfg.topk > 0 and cfg.support == "teacher"  # the memory-bounded path (the paper's setting)
-    W_t = run.teacher.get_output_embeddings().weight
-    with torch.inference_mode():
-        h_t, mask = response_hidden(run.teacher, teacher_seqs, starts_t, lengths, pad)  # [B, T, H], [B, T]
-        if use_topk:
-            # Keep only the teacher's top-k log-probs and indices (k x T), never its full logits.
-            logp_teacher, idx_teacher = distill.chunked_teacher_topk(h_t, W_t, mask, cfg.topk,
-                                                                     chunk=cfg.loss_chunk)  # [B, T, k] x2
-        else:
-            logits_teacher = h_t.float() @ W_t.float().T  # [B, T, V]
+    # FSDP2 gathers the teacher's shards into tensors it reuses: those must not be inference tensors.
+    with torch.no_grad() if run.dist.strategy == "fsdp" else torch.inference_mode():
+        target, _ = run.teacher_policy(teacher_targets, pick(teacher_seqs), pick(starts_t), pick(lengths), pad,
+                                       cfg.topk if use_topk else 0, cfg.loss_chunk)
     if not use_topk:
-        logits_teacher = logits_teacher.clone()  # leave inference mode
+        target = target.clone()  # full logits leave inference mode: per_token_divergence works on them
     t_teacher = time.time() - t1
     # 2c. Eq. 4 on the student's own tokens.
     t2 = time.time()
     run.model.train()
-    h_s, mask = response_hidden(run.model, student_seqs, starts_s, lengths, pad)  # [B, T, H]
-    W_s = run.model.get_output_embeddings().weight
-    if use_topk:
-        loss, kl_tok = distill.chunked_distill_loss(h_s, W_s, logp_teacher, idx_teacher, mask, chunk=cfg.loss_chunk,
-                                                    divergence=cfg.divergence, tail=cfg.tail, beta=cfg.beta)
-    else:
-        logits_student = h_s.float() @ W_s.float().T  # [B, T, V]
-        per_tok = distill.per_token_divergence(logits_student, logits_teacher, divergence=cfg.divergence,
-                                               topk=cfg.topk or None, support=cfg.support, tail=cfg.tail,
-                                               beta=cfg.beta)  # [B, T]
-        loss, kl_tok = distill.masked_mean(per_tok, mask), per_tok.detach()
+    loss, kl_tok = run.policy(student_divergence, pick(student_seqs), pick(starts_s), pick(lengths), pad, target,
+                              cfg.divergence, cfg.topk, cfg.support, cfg.tail, cfg.beta, cfg.loss_chunk)
+    shares = parallel.Shares(run.dist, [float(sum(lengths[i] for i in mine))])  # token mean over the batch
+    value = shares.mean([loss.item()])[0]
     lr = run.scheduler.get_last_lr()[0]
-    grad_norm = optimizer_step(run, loss, "p2", step)
+    grad_norm = optimizer_step(run, loss * shares.factor(), value, "p2", step)
     t_student = time.time() - t2
-    kl_seq = [(kl_tok[b, :n].mean().item() if n else 0.0) for b, n in enumerate(lengths)]
+    kl_mine = [(kl_tok[b, :lengths[i]].mean().item() if lengths[i] else 0.0) for b, i in enumerate(mine)]
+    kl_seq = parallel.gather(run.dist, len(ys), mine, kl_mine)
 
     def mean_where(values, want):
         sel = [v for v, r in zip(values, rs) if r == want]
         return sum(sel) / len(sel) if sel else None
     n_tok = sum(lengths)
     dt = time.time() - t0
-    row = {"phase": "p2", "step": step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm,
+    row = {"phase": "p2", "step": step + 1, "loss": value, "lr": lr, "grad_norm": grad_norm,
            "reward_mean": sum(rs) / len(rs), "kl_r0": mean_where(kl_seq, 0), "kl_r1": mean_where(kl_seq, 1),
            "response_len": n_tok / len(ys), "truncated_share": sum(y.truncated for y in ys) / len(ys),
            "teacher_cut_share": cut / len(ys), "tokens_per_s": n_tok / dt, "sec_generate": t_gen,
            "sec_teacher": t_teacher, "sec_student": t_student, "peak_mem_mib": peak_memory_mib(run.device)}
     # The teacher's most likely token at each position: what the reviser would have written (localize.py).
-    teacher_argmax = idx_teacher[..., 0] if use_topk else logits_teacher.argmax(-1)  # [B, T]
-    for i in range(min(cfg.log_samples, len(ys))):
+    teacher_argmax = target[1][..., 0] if use_topk else target.argmax(-1)  # [B_local, T]
+    for b, i in enumerate(mine[:cfg.log_samples]):  # this rank's rows (rank 0 logs)
         toks = tok.convert_ids_to_tokens(student_seqs[i][starts_s[i]:])
-        run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question, "answer": loggable(batch[i].answer),
-                        "y": ys[i].text, "r": rs[i],
-                        "tokens": toks, "kl": [round(v, 5) for v in kl_tok[i, :lengths[i]].tolist()],
-                        "teacher_top": tok.convert_ids_to_tokens(teacher_argmax[i, :lengths[i]].tolist())})
+        run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question,
+                        "answer": loggable(batch[i].answer), "y": ys[i].text, "r": rs[i], "tokens": toks,
+                        "kl": [round(v, 5) for v in kl_tok[b, :lengths[i]].tolist()],
+                        "teacher_top": tok.convert_ids_to_tokens(teacher_argmax[b, :lengths[i]].tolist())})
     return row
 
 
@@ -871,11 +971,9 @@ def phase2_train(run: Run, resume_ckpt: dict | None) -> None:
     cfg = run.cfg
     total = phase2_steps(run)
     if run.teacher is None:
-        run.teacher = make_teacher(run.model)  # the SRT model, frozen unless --teacher says otherwise
+        make_teacher(run)  # the SRT model, frozen unless --teacher says otherwise
     run.optimizer, run.scheduler = make_optimizer(run, cfg.p2_lr, total, cfg.p2_warmup, False)
-    if resume_ckpt is not None and "optimizer" in resume_ckpt:
-        run.optimizer.load_state_dict(resume_ckpt["optimizer"])
-        run.scheduler.load_state_dict(resume_ckpt["scheduler"])
+    run.restore_optimizer(resume_ckpt)
     with tqdm(total=total, initial=run.state["step"], desc="phase 2: distill", leave=False) as bar:
         while run.state["step"] < total:
             step = run.state["step"]
@@ -890,7 +988,7 @@ def phase2_train(run: Run, resume_ckpt: dict | None) -> None:
             if cfg.save_every and run.state["step"] % cfg.save_every == 0 and run.state["step"] < total:
                 run.save_checkpoint()
     run.optimizer = run.scheduler = None
-    run.teacher = None
+    run.teacher = run.teacher_policy = None
 
 
 # ---------------------------------------------------------------------------------------------- baselines
@@ -898,17 +996,16 @@ def phase2_train(run: Run, resume_ckpt: dict | None) -> None:
 def rft_sample(run: Run) -> None:
     """RFT data: --rft-samples answers per question of N1 then N2 (as many questions as --budget pays for),
     keep the verified-correct ones (distinct ones with --rft-dedup)."""
-    cfg, tok = run.cfg, run.tok
+    cfg = run.cfg
     pool = training_pool(run)
     rows = pool[:min(len(pool), cfg.budget // cfg.rft_samples)] if cfg.budget else pool
     k, t0 = cfg.rft_samples, time.time()
     prompts = [run.prompt_ids(ex) for ex in rows]
-    with tqdm(total=len(rows) * k, desc="rft: samples", leave=False) as bar:
-        ys = sdzero.generate(run.model, tok, [p for p in prompts for _ in range(k)], max_new_tokens=cfg.max_new_tokens,
-                             temperature=cfg.temperature, batch_size=cfg.gen_batch_size, progress=bar,
-                             seeds=[derive_seed(cfg.seed, "rft", i, j) for i in range(len(rows)) for j in range(k)])
+    ys, rs = run.rollouts([p for p in prompts for _ in range(k)],
+                          [derive_seed(cfg.seed, "rft", i, j) for i in range(len(rows)) for j in range(k)],
+                          [ex.answer for ex in rows for _ in range(k)], cfg.max_new_tokens, cfg.temperature,
+                          "rft: samples")
     count_generations(run, "rft", len(ys))
-    rs = rewards([y.text for y in ys], [rows[n // k].answer for n in range(len(ys))], cfg.task)
     data, solved = [], 0
     for i, p in enumerate(prompts):
         group = ys[i * k:(i + 1) * k]
@@ -998,12 +1095,11 @@ def grpo_step(run: Run, step: int) -> dict | None:
         qs = pool_indices(run, run.state["grpo_cursor"], need)
         run.state["grpo_cursor"] += need
         prompts = [run.prompt_ids(pool[q]) for q in qs for _ in range(n)]
-        ys = sdzero.generate(run.model, tok, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                             batch_size=cfg.gen_batch_size,
-                             seeds=[derive_seed(cfg.seed, "grpo", step, rnd, i) for i in range(len(prompts))])
+        ys, rs = run.rollouts(prompts, [derive_seed(cfg.seed, "grpo", step, rnd, i) for i in range(len(prompts))],
+                              [pool[q].answer for q in qs for _ in range(n)], cfg.max_new_tokens, cfg.temperature,
+                              "grpo: rollouts")
         count_generations(run, "grpo", len(ys))
         generated += len(ys)
-        rs = rewards([y.text for y in ys], [pool[q].answer for q in qs for _ in range(n)], cfg.task)
         binary += rs
         for g, q in enumerate(qs):
             group = ys[g * n:(g + 1) * n]
@@ -1027,26 +1123,35 @@ def grpo_step(run: Run, step: int) -> dict | None:
     order = list(range(len(samples)))
     random.Random(derive_seed(cfg.seed, "grpo_mb", step)).shuffle(order)
     minibatches = [order[i::cfg.grpo_minibatches] for i in range(cfg.grpo_minibatches)]
-    minibatches = [ix for ix in minibatches if ix]
+    # Under torchrun each rank takes its share of every minibatch (a rank without any: weight 0).
+    minibatches = [[ix[j] for j in parallel.my_rows(run.dist, len(ix))] for ix in minibatches if ix]
 
     def pick(ix):
+        ix = ix or [0]
         return [seqs[i] for i in ix], [starts[i] for i in ix], [lengths[i] for i in ix]
     # pi_old: the policy that sampled, before any update of this step; pi_ref: the initial model (--grpo-kl).
     with torch.no_grad():
         run.model.eval()
-        old = [response_logp(run.model, *pick(ix), pad, cfg.temperature, cfg.loss_chunk)[0] for ix in minibatches]
-        ref = ([response_logp(run.teacher, *pick(ix), pad, cfg.temperature, cfg.loss_chunk)[0] for ix in minibatches]
-               if cfg.grpo_kl > 0 else [None] * len(minibatches))
+        old = [run.policy(response_logp, *pick(ix), pad, cfg.temperature, cfg.loss_chunk)[0] for ix in minibatches]
+        ref = ([run.teacher_policy(response_logp, *pick(ix), pad, cfg.temperature, cfg.loss_chunk)[0]
+                for ix in minibatches] if cfg.grpo_kl > 0 else [None] * len(minibatches))
     run.model.train()
     losses, norms, parts = [], [], []
     lr = run.scheduler.get_last_lr()[0]
     for ix, logp_old, logp_ref in zip(minibatches, old, ref):
-        logp, mask = response_logp(run.model, *pick(ix), pad, cfg.temperature, cfg.loss_chunk)
-        loss, part = baselines.clipped_pg_loss(logp, logp_old, adv[ix], mask, cfg.grpo_clip_low, cfg.grpo_clip_high,
-                                               cfg.grpo_norm, logp_ref, cfg.grpo_kl)
-        norms.append(optimizer_step(run, loss, "grpo", step))
-        losses.append(loss.item())
-        parts.append(part)
+        logp, mask = run.policy(response_logp, *pick(ix), pad, cfg.temperature, cfg.loss_chunk)
+        loss, part = baselines.clipped_pg_loss(logp, logp_old, adv[ix or [0]], mask, cfg.grpo_clip_low,
+                                               cfg.grpo_clip_high, cfg.grpo_norm, logp_ref, cfg.grpo_kl)
+        # token norm: a mean over the minibatch's tokens; sequence norm: over its samples.
+        shares = parallel.Shares(run.dist, [float(sum(lengths[i] for i in ix)), float(len(ix))])
+        value = shares.mean([loss.item()] * 2)[0 if cfg.grpo_norm == "token" else 1]
+        factor = shares.factor(0 if cfg.grpo_norm == "token" else 1)
+        norms.append(optimizer_step(run, loss * factor, value, "grpo", step))
+        losses.append(value)
+        n_tok = shares.local[0]  # clip share and KL are token means
+        sums = parallel.all_sum(run.dist, [part["clip_share"] * n_tok, part.get("kl_ref", 0.0) * n_tok])
+        parts.append({"clip_share": sums[0] / max(1.0, shares.total[0]), "kl_ref": sums[1] / max(1.0, shares.total[0])})
+
     def mean(xs):
         return sum(xs) / len(xs)
     return {**stats, "loss": mean(losses), "lr": lr, "grad_norm": mean(norms),
@@ -1067,11 +1172,9 @@ def grpo_train(run: Run, resume_ckpt: dict | None) -> None:
     cfg = run.cfg
     run.state.setdefault("grpo_cursor", 0)
     if cfg.grpo_kl > 0 and run.teacher is None:
-        run.teacher = make_teacher(run.model)  # the reference model of the KL term: the initial policy
+        make_teacher(run)  # the reference model of the KL term: the initial policy
     run.optimizer, run.scheduler = make_optimizer(run, cfg.grpo_lr, 0, cfg.grpo_warmup, False)
-    if resume_ckpt is not None and "optimizer" in resume_ckpt:
-        run.optimizer.load_state_dict(resume_ckpt["optimizer"])
-        run.scheduler.load_state_dict(resume_ckpt["scheduler"])
+    run.restore_optimizer(resume_ckpt)
     while grpo_steps_left(run):
         step = run.state["step"]
         row = grpo_step(run, step)
@@ -1084,7 +1187,7 @@ def grpo_train(run: Run, resume_ckpt: dict | None) -> None:
         if cfg.save_every and run.state["step"] % cfg.save_every == 0 and grpo_steps_left(run):
             run.save_checkpoint()
     run.optimizer = run.scheduler = None
-    run.teacher = None
+    run.teacher = run.teacher_policy = None
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -1106,15 +1209,21 @@ def final_stage(method: str) -> str:
     return METHOD_STAGES[method][-2]
 
 
-def prepare_out(cfg: Config) -> None:
+# Settings a resumed run may change: how it runs, not what it computes (a run resumes on another world size).
+RESUME_MAY_CHANGE = ("resume", "threads", "parallel")
+
+
+def prepare_out(cfg: Config, d: parallel.Dist) -> None:
+    """Check --out (every rank reads, so every rank stops on a bad one), then rank 0 creates it."""
     out = Path(cfg.out)
     ckpt = out / "checkpoint" / "state.pt"
     if cfg.resume:
         if not ckpt.exists():
             raise SystemExit(f"--resume: no checkpoint at {ckpt}; start without --resume")
         saved = json.loads((out / "config.json").read_text())
+        defaults = dataclasses.asdict(Config())  # a setting newer than the run counts as its default
         differ = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items()
-                  if k not in ("resume",) and saved.get(k) != v}
+                  if k not in RESUME_MAY_CHANGE and saved.get(k, defaults[k]) != v}
         if differ:
             raise SystemExit(f"--resume: these settings differ from the run in {out}: "
                              + ", ".join(f"{k} (saved {a!r}, now {b!r})" for k, (a, b) in differ.items()))
@@ -1122,8 +1231,11 @@ def prepare_out(cfg: Config) -> None:
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"--out {out}: the folder already holds files (another run?); pass --resume to continue "
                          "that run or choose a new --out. Nothing was changed.")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+    d.barrier()  # every rank has looked before rank 0 writes
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+    d.barrier()
 
 
 def git_commit() -> str | None:
@@ -1150,7 +1262,8 @@ def write_results(run: Run, t_start: float, commit: str | None) -> dict:
         "budget": cfg.budget or None, "generations": run.state["generations"],
         "generations_by": run.state["generations_by"], "seconds": sum(run.state["seconds"].values()),
         "seconds_per_stage": run.state["seconds"], "wall_seconds_this_process": time.time() - t_start,
-        "commit": commit, "torch": torch.__version__, "device": str(run.device),
+        "commit": commit, "torch": torch.__version__, "device": str(run.device), "world_size": run.dist.world,
+        "parallel": run.dist.strategy,
         "data": {"sources": run.data.sources, "skipped": run.data.skipped},
     }
     if "extra" in res["eval_base"] and "extra" in res[last]:
@@ -1184,15 +1297,43 @@ def print_table(results: dict) -> None:
           f"held-out: {ev['eval_base']['n_questions']} questions")
 
 
+def save_model(run: Run) -> None:
+    """The final model as a Hugging Face folder, written atomically by rank 0 (full weights under FSDP2)."""
+    state = parallel.model_state(run.model, run.dist)  # collective under FSDP
+    if not run.dist.main:
+        return
+    model = run.model
+    if run.dist.strategy == "fsdp":  # a plain copy to save: the sharded model's parameters are DTensors
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_config(run.model.config, dtype=next(iter(state.values())).dtype)
+        model.load_state_dict(state)
+        model.generation_config = run.model.generation_config
+    model_dir, tmp = run.out / "model", run.out / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    run.tok.save_pretrained(tmp)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(tmp, model_dir)
+
+
 def main(argv=None) -> dict:
     t_start = time.time()
     commit = git_commit()  # at start: the code that runs, even if the tree changes during the run
     cfg = parse_args(argv)
-    prepare_out(cfg)
-    run = Run(cfg)
+    d = parallel.init(cfg.parallel, sdzero.pick_device())
+    try:
+        return train(cfg, d, t_start, commit)
+    finally:
+        parallel.shutdown(d)
+
+
+def train(cfg: Config, d: parallel.Dist, t_start: float, commit: str | None) -> dict:
+    prepare_out(cfg, d)
+    run = Run(cfg, d)
     resume_ckpt = run.load_checkpoint() if cfg.resume else None
-    if cfg.resume:
-        tqdm.write(f"resuming {cfg.out} at stage {run.state['stage']}, step {run.state['step']}")
+    if cfg.resume and d.main:
+        tqdm.write(f"resuming {cfg.out} at stage {run.state['stage']}, step {run.state['step']}"
+                   + (f" on {d.world} processes (saved on {resume_ckpt.get('world_size', 1)})" if d.world > 1 else ""))
     order = METHOD_STAGES[cfg.method]
     while run.state["stage"] != "done":
         stage = run.state["stage"]
@@ -1211,13 +1352,9 @@ def main(argv=None) -> dict:
         run.state["stage"] = order[order.index(stage) + 1]
         run.state["step"] = 0
         run.save_checkpoint()
-    model_dir = run.out / "model"
-    tmp = run.out / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    run.model.save_pretrained(tmp)
-    run.tok.save_pretrained(tmp)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(tmp, model_dir)
+    save_model(run)
+    if not d.main:
+        return {}
     results = write_results(run, t_start, commit)
     print_table(results)
     return results

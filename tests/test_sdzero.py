@@ -123,3 +123,72 @@ def test_shared_prefix_hidden_matches_plain_forward_and_grads(micro):
     ref_loss.backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(grads[n], p.grad, atol=1e-4, rtol=1e-3)
+
+
+# ------------------------------------------------------------------------------ the static (GPU) path on CPU
+
+def test_static_greedy_matches_eager(micro):
+    """The static-cache loop (left padding to a multiple of pad_to, fixed-shape decode, finished rows kept)
+    picks the same greedy tokens as the eager loop, with its own batching."""
+    model, tok = micro
+    prompts = _prompts(tok, QUESTIONS, fewshot=True) + _prompts(tok, ["Hi", "What is 100 + 200 + 300?"])
+    eager = sdzero.generate(model, tok, prompts, max_new_tokens=20, temperature=0.0, backend="eager")
+    static = sdzero.generate(model, tok, prompts, max_new_tokens=20, temperature=0.0, backend="static",
+                             batch_size=3)
+    assert [r.response_ids for r in static] == [r.response_ids for r in eager]
+    assert [r.truncated for r in static] == [r.truncated for r in eager]
+    assert [r.text for r in static] == [r.text for r in eager]
+
+
+def test_static_sampling_depends_only_on_the_seed(micro):
+    model, tok = micro
+    prompts = _prompts(tok, QUESTIONS)
+    seeds = [11, 22, 33, 44, 55]
+    kw = dict(max_new_tokens=12, temperature=1.0, backend="static")
+    together = sdzero.generate(model, tok, prompts, seeds=seeds, batch_size=8, **kw)
+    alone = [sdzero.generate(model, tok, [p], seeds=[s], **kw)[0] for p, s in zip(prompts, seeds)]
+    assert [r.response_ids for r in together] == [r.response_ids for r in alone]
+    other = sdzero.generate(model, tok, prompts, seeds=[1, 2, 3, 4, 5], **kw)
+    assert [r.response_ids for r in other] != [r.response_ids for r in together]
+
+
+def test_gumbel_sample_draws_from_the_tempered_softmax():
+    """Gumbel-max over counter-based uniforms is an exact categorical draw: frequencies over 40K seeds match
+    softmax(logits / T) within 4 standard errors, at two temperatures; T <= 0 is argmax."""
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5])
+    n = 40_000
+    seeds = torch.arange(n, dtype=torch.long) * 7919 + 3
+    for temperature in (1.0, 0.5):
+        draws = sdzero.gumbel_sample(logits.expand(n, -1), temperature, seeds, torch.tensor(4))
+        freq = torch.bincount(draws, minlength=5).double() / n
+        p = torch.softmax(logits.double() / temperature, -1)
+        assert torch.all((freq - p).abs() <= 4 * (p * (1 - p) / n).sqrt() + 1e-9), (freq, p)
+    assert torch.equal(sdzero.gumbel_sample(logits.expand(3, -1), 0.0, seeds[:3], torch.tensor(0)),
+                       torch.zeros(3, dtype=torch.long))
+
+
+def test_counter_uniforms_are_a_function_of_seed_step_token():
+    seeds = torch.tensor([0, 1, 2**62 + 5, -7 % 2**63], dtype=torch.long)
+    u = sdzero.counter_uniforms(seeds, torch.tensor(3), 1000)
+    assert u.shape == (4, 1000) and u.dtype == torch.float32
+    assert bool((u > 0).all() and (u < 1).all())
+    assert abs(u.mean().item() - 0.5) < 0.02 and abs(u.var().item() - 1 / 12) < 0.01
+    assert torch.equal(u, sdzero.counter_uniforms(seeds, torch.tensor(3), 1000))  # deterministic
+    assert torch.equal(u[1:2], sdzero.counter_uniforms(seeds[1:2], torch.tensor(3), 1000))  # row-independent
+    assert not torch.equal(u, sdzero.counter_uniforms(seeds, torch.tensor(4), 1000))  # a new step, new draws
+    assert (u[0] != u[1]).float().mean() > 0.99  # neighbouring seeds are unrelated
+
+
+def test_kv_cache_size_of_a_real_shape():
+    from transformers import Qwen3Config
+    # Qwen3-4B: 36 layers, 8 KV heads of 128 dims; K and V in bf16: 2 x 36 x 8 x 128 x 2 bytes per token.
+    cfg = Qwen3Config(num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                      hidden_size=2560)
+    assert sdzero.kv_bytes_per_token(cfg, torch.bfloat16) == 147_456
+    assert sdzero.rows_that_fit(None, 1024, 64, torch.device("cpu")) == 64  # no cap off CUDA
+
+
+def test_generate_rejects_an_unknown_backend(micro):
+    model, tok = micro
+    with pytest.raises(ValueError, match="backend"):
+        sdzero.generate(model, tok, _prompts(tok, QUESTIONS[:1]), max_new_tokens=2, temperature=0, backend="vllm")

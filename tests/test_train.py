@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import parallel
 import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,6 +166,7 @@ def test_presets_and_overrides():
     assert cfg.p2_steps == 7 and not cfg.revise_correct and cfg.n1 == train.PRESETS["smoke"]["n1"]
     cfg = train.parse_args(["--preset", "paper"])
     assert cfg.model == "Qwen/Qwen3-4B-Instruct-2507" and cfg.p2_lr == 5e-6 and cfg.temperature == 0.7
+    assert cfg.parallel == "fsdp" and cfg.grad_checkpoint and cfg.precision == "auto"  # bf16 on CUDA
 
 
 def test_help_lists_every_knob(capsys):
@@ -183,14 +185,16 @@ def test_pass_at_k():
 
 def test_teacher_sync_and_ema():
     model = torch.nn.Linear(2, 2)
-    teacher = train.make_teacher(model)
-    with torch.no_grad():
-        model.weight.add_(1.0)
 
     class R:
         pass
     run = R()
-    run.model, run.teacher = model, teacher
+    run.model, run.dist, run.autocast = model, parallel.Dist(device=torch.device("cpu")), None
+    train.make_teacher(run)
+    teacher = run.teacher
+    assert run.teacher_policy.model is teacher
+    with torch.no_grad():
+        model.weight.add_(1.0)
     run.cfg = train.Config(teacher="sync:2")
     train.update_teacher(run, 1)
     assert not torch.equal(teacher.weight, model.weight)
@@ -203,6 +207,42 @@ def test_teacher_sync_and_ema():
     train.update_teacher(run, 3)
     assert torch.allclose(teacher.weight, before + 0.25 * 4.0)
     assert not teacher.weight.requires_grad
+
+
+def test_bf16_teacher_follows_an_fp32_student():
+    """--precision bf16 keeps the teacher in bf16; EMA and sync updates cast the fp32 student's weights."""
+    model = torch.nn.Linear(2, 2)
+
+    class R:
+        pass
+    run = R()
+    run.model, run.dist, run.autocast = model, parallel.Dist(device=torch.device("cpu")), torch.bfloat16
+    run.cfg = train.Config(teacher="ema:0.5")
+    train.make_teacher(run)
+    assert run.teacher.weight.dtype == torch.bfloat16 and model.weight.dtype == torch.float32
+    before = run.teacher.weight.float().clone()
+    with torch.no_grad():
+        model.weight.add_(2.0)
+    train.update_teacher(run, 1)
+    assert torch.allclose(run.teacher.weight.float(), before + 1.0, atol=1e-2)
+
+
+def test_activation_checkpointing_and_bf16_runs(tmp_path):
+    """--grad-checkpoint recomputes the same math (losses to float order); --precision bf16 runs the same steps
+    with bf16 matmuls (losses within a few percent)."""
+    def p1_losses(flags):
+        out = tmp_path / "-".join(flags or ["plain"]).strip("-")
+        proc = run_cli(["--preset", "smoke", "--out", str(out), "--n-eval", "4", "--p2-steps", "2", *flags],
+                       timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if r["phase"] == "p1"], [r for r in rows if r["phase"] == "p2"]
+    plain, _ = p1_losses([])
+    ckpt, _ = p1_losses(["--grad-checkpoint"])
+    bf16, p2 = p1_losses(["--precision", "bf16"])
+    assert ckpt == pytest.approx(plain, rel=1e-4)
+    assert bf16 == pytest.approx(plain, rel=0.05) and bf16 != plain
+    assert len(p2) == 2 and all(math.isfinite(r["loss"]) for r in p2)
 
 
 @pytest.mark.parametrize("flags", [
@@ -235,7 +275,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
     before = model.weight.detach().clone()
     loss = model(torch.tensor([[float("nan"), 1.0]])).sum()
     with pytest.raises(SystemExit, match=r"p2 step 4: the loss is nan .*--p2-lr"):
-        train.optimizer_step(run, loss, "p2", 4)
+        train.optimizer_step(run, loss, loss.item(), "p2", 4)
     assert torch.equal(model.weight, before)  # no step was taken on a NaN loss
 
 
