@@ -195,6 +195,23 @@ def rollout_mode(policy: torch.nn.Module, d: Dist):
             m.reshard()
 
 
+@contextlib.contextmanager
+def grad_sync(policy: torch.nn.Module, d: Dist, sync: bool):
+    """Backward passes inside reduce gradients across ranks only when sync (the last micro-batch of a step);
+    before that they accumulate locally (DDP no_sync, FSDP2 set_requires_gradient_sync)."""
+    if sync or d.strategy == "none":
+        yield
+    elif d.strategy == "ddp":
+        with policy.no_sync():
+            yield
+    else:
+        policy.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            policy.set_requires_gradient_sync(True)
+
+
 def reshard(policy: torch.nn.Module) -> None:
     """FSDP2: free every unit's gathered parameters, so each parameter is its DTensor shard again (the root
     unit otherwise stays gathered after a forward)."""

@@ -118,6 +118,8 @@ class Config:
     p2_steps: int = knob(30, "Phase 2 optimizer steps")
     p2_batch_size: int = knob(8, "prompts per Phase 2 step, one sample each (authors' code: 128)")
     p2_warmup: int = knob(0, "Phase 2 warmup steps, then constant lr (authors' code: 20)")
+    p2_micro_batch: int = knob(0, "Phase 2 rows per forward/backward on each process, sorted by length so "
+                               "micro-batches pad little; gradients accumulate (0 = all rows at once)")
     teacher: str = knob("frozen", "frozen (paper default) | sync:N (copy student->teacher every N steps) | ema:R")
     divergence: str = knob("reverse", "reverse KL(S||T) (paper Eq. 4) | forward | mixed (authors' code) | jsd")
     topk: int = knob(64, "support: the top-k tokens, renormalised (paper: 64); 0 = full vocabulary")
@@ -177,10 +179,11 @@ PRESETS = {
                   math_max_operand=9, max_new_tokens=24, gen_batch_size=32, srt_epochs=1, srt_batch_size=4,
                   srt_lr=1e-3, p2_steps=3, p2_batch_size=4, p2_lr=1e-4, loss_chunk=7, save_every=1,
                   teacher_max_len=128),
-    # Qwen3-4B-Instruct-2507 on 8 GPUs (sdzero-spec.md hyperparameters); needs the Hub. Under torchrun, FSDP2 and
-    # activation checkpointing: 4B fp32 weights + AdamW are 64 GB before activations of 16K-token answers.
+    # Qwen3-4B-Instruct-2507 on 8 GPUs (sdzero-spec.md hyperparameters); needs the Hub. Under torchrun, FSDP2,
+    # activation checkpointing and one answer per Phase 2 forward: 4B fp32 weights + AdamW are 64 GB before the
+    # activations of 16K-token answers (these memory settings are reasoned, not measured: no GPU yet).
     "paper": dict(model="Qwen/Qwen3-4B-Instruct-2507", dataset="openr1-math", eval_dataset="math-500", out="runs/paper",
-                  fewshot=False, parallel="fsdp", grad_checkpoint=True,
+                  fewshot=False, parallel="fsdp", grad_checkpoint=True, p2_micro_batch=1,
                   n1=10000, n2=9000, n_eval=500, max_new_tokens=16384, temperature=0.7, srt_lr=5e-6,
                   srt_epochs=2, srt_batch_size=64, p2_lr=5e-6, p2_steps=400, p2_batch_size=128, p2_warmup=20,
                   teacher_max_len=40960, gen_batch_size=256, eval_samples=8, eval_temperature=0.7, save_every=50),
@@ -258,6 +261,8 @@ def check_config(cfg: Config) -> None:
     parse_teacher(cfg.teacher)
     if cfg.eval_temperature <= 0 and cfg.eval_samples != 1:
         bad("--eval-samples", "greedy evaluation (--eval-temperature 0) gives one answer per question; use 1")
+    if cfg.p2_micro_batch < 0:
+        bad("--p2-micro-batch", "must be 0 (all rows at once) or more")
     for name in ("n1", "n2", "n_eval", "max_new_tokens", "gen_batch_size", "srt_batch_size", "p2_batch_size",
                  "loss_chunk", "eval_samples"):
         if getattr(cfg, name) < 1:
@@ -732,15 +737,16 @@ def make_optimizer(run: Run, lr: float, total_steps: int, warmup_steps: int, cos
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
-def optimizer_step(run: Run, loss: torch.Tensor, value: float, phase: str, step: int) -> float:
+def optimizer_step(run: Run, loss: torch.Tensor | None, value: float, phase: str, step: int) -> float:
     """Backward, clip, step. `value` is the batch's loss (the same on every rank), `loss` this rank's part
-    to differentiate."""
+    to differentiate (None: the gradients are already there, accumulated over micro-batches)."""
     if not math.isfinite(value):
         flag = {"p1": "--srt-lr", "rft": "--srt-lr", "p2": "--p2-lr", "grpo": "--grpo-lr"}[phase]
         raise SystemExit(f"{phase} step {step}: the loss is {value} (not finite) at lr "
                          f"{run.scheduler.get_last_lr()[0]:.2e}; lower {flag}. "
                          f"The last checkpoint in {run.out / 'checkpoint'} is intact.")
-    loss.backward()
+    if loss is not None:
+        loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(),
                                                run.cfg.grad_clip if run.cfg.grad_clip > 0 else float("inf"))
     run.optimizer.step()
@@ -906,32 +912,50 @@ def phase2_step(run: Run, step: int) -> dict:
         starts_t.append(t_start)
         lengths.append(len(y_ids))
     pad = tok.pad_token_id
-    # Under torchrun each rank scores its share of the batch; a rank without rows joins with weight 0.
-    mine = parallel.my_rows(run.dist, len(ys))
-
-    def pick(values):
-        return [values[i] for i in mine or [0]]
-    t1 = time.time()
     use_topk = cfg.topk > 0 and cfg.support == "teacher"  # the memory-bounded path (the paper's setting)
-    # FSDP2 gathers the teacher's shards into tensors it reuses: those must not be inference tensors.
-    with torch.no_grad() if run.dist.strategy == "fsdp" else torch.inference_mode():
-        target, _ = run.teacher_policy(teacher_targets, pick(teacher_seqs), pick(starts_t), pick(lengths), pad,
-                                       cfg.topk if use_topk else 0, cfg.loss_chunk)
-    if not use_topk:
-        target = target.clone()  # full logits leave inference mode: per_token_divergence works on them
-    t_teacher = time.time() - t1
-    # 2c. Eq. 4 on the student's own tokens.
-    t2 = time.time()
-    run.model.train()
-    loss, kl_tok = run.policy(student_divergence, pick(student_seqs), pick(starts_s), pick(lengths), pad, target,
-                              cfg.divergence, cfg.topk, cfg.support, cfg.tail, cfg.beta, cfg.loss_chunk)
+    # Under torchrun each rank scores its share of the batch. Its rows are sorted by length and cut into
+    # micro-batches of --p2-micro-batch rows (length bucketing: little padding, bounded activations); every
+    # rank runs the same number of them (FSDP2 gathers weights per forward), empty ones with weight 0.
+    mine = parallel.my_rows(run.dist, len(ys))
+    ordered = sorted(mine, key=lambda i: lengths[i]) if cfg.p2_micro_batch else mine
+    micro = micro_batches(ordered, len(ys), run.dist.world, cfg.p2_micro_batch)
     shares = parallel.Shares(run.dist, [float(sum(lengths[i] for i in mine))])  # token mean over the batch
-    value = shares.mean([loss.item()])[0]
+    run.model.train()
+    t_teacher = t_student = 0.0
+    loss_sum, kl_of, top_of = 0.0, {}, {}
+    for k, ix in enumerate(micro):
+        rows_ = ix or [0]  # an empty micro-batch runs row 0 with weight 0
+
+        def pick(values):
+            return [values[i] for i in rows_]
+        t1 = time.time()
+        # FSDP2 gathers the teacher's shards into tensors it reuses: those must not be inference tensors.
+        with torch.no_grad() if run.dist.strategy == "fsdp" else torch.inference_mode():
+            target, _ = run.teacher_policy(teacher_targets, pick(teacher_seqs), pick(starts_t), pick(lengths), pad,
+                                           cfg.topk if use_topk else 0, cfg.loss_chunk)
+        if not use_topk:
+            target = target.clone()  # full logits leave inference mode: per_token_divergence works on them
+        t_teacher += time.time() - t1
+        # 2c. Eq. 4 on the student's own tokens; gradients add up over the micro-batches, synced on the last.
+        t2 = time.time()
+        with parallel.grad_sync(run.policy, run.dist, k == len(micro) - 1):
+            loss, kl_tok = run.policy(student_divergence, pick(student_seqs), pick(starts_s), pick(lengths), pad,
+                                      target, cfg.divergence, cfg.topk, cfg.support, cfg.tail, cfg.beta, cfg.loss_chunk)
+            n_k = float(sum(lengths[i] for i in ix))
+            (loss * (n_k * run.dist.world / shares.total[0] if shares.total[0] else 0.0)).backward()
+        t_student += time.time() - t2
+        loss_sum += loss.item() * n_k
+        teacher_argmax = target[1][..., 0] if use_topk else target.argmax(-1)  # [b, T]: the reviser's choice
+        for b, i in enumerate(ix):
+            kl_of[i] = kl_tok[b, :lengths[i]].tolist()
+            top_of[i] = teacher_argmax[b, :lengths[i]].tolist()
+    value = parallel.all_sum(run.dist, [loss_sum])[0] / max(1.0, shares.total[0])
     lr = run.scheduler.get_last_lr()[0]
-    grad_norm = optimizer_step(run, loss * shares.factor(), value, "p2", step)
-    t_student = time.time() - t2
-    kl_mine = [(kl_tok[b, :lengths[i]].mean().item() if lengths[i] else 0.0) for b, i in enumerate(mine)]
-    kl_seq = parallel.gather(run.dist, len(ys), mine, kl_mine)
+    t2 = time.time()
+    grad_norm = optimizer_step(run, None, value, "p2", step)
+    t_student += time.time() - t2
+    kl_seq = parallel.gather(run.dist, len(ys), mine, [sum(kl_of[i]) / len(kl_of[i]) if kl_of[i] else 0.0
+                                                       for i in mine])
 
     def mean_where(values, want):
         sel = [v for v, r in zip(values, rs) if r == want]
@@ -943,15 +967,21 @@ def phase2_step(run: Run, step: int) -> dict:
            "response_len": n_tok / len(ys), "truncated_share": sum(y.truncated for y in ys) / len(ys),
            "teacher_cut_share": cut / len(ys), "tokens_per_s": n_tok / dt, "sec_generate": t_gen,
            "sec_teacher": t_teacher, "sec_student": t_student, "peak_mem_mib": peak_memory_mib(run.device)}
-    # The teacher's most likely token at each position: what the reviser would have written (localize.py).
-    teacher_argmax = target[1][..., 0] if use_topk else target.argmax(-1)  # [B_local, T]
-    for b, i in enumerate(mine[:cfg.log_samples]):  # this rank's rows (rank 0 logs)
-        toks = tok.convert_ids_to_tokens(student_seqs[i][starts_s[i]:])
+    # Per token: the KL and the teacher's most likely token, what the reviser would have written (localize.py).
+    for i in mine[:cfg.log_samples]:  # this rank's rows (rank 0 logs)
         run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question,
-                        "answer": loggable(batch[i].answer), "y": ys[i].text, "r": rs[i], "tokens": toks,
-                        "kl": [round(v, 5) for v in kl_tok[b, :lengths[i]].tolist()],
-                        "teacher_top": tok.convert_ids_to_tokens(teacher_argmax[b, :lengths[i]].tolist())})
+                        "answer": loggable(batch[i].answer), "y": ys[i].text, "r": rs[i],
+                        "tokens": tok.convert_ids_to_tokens(student_seqs[i][starts_s[i]:]),
+                        "kl": [round(v, 5) for v in kl_of[i]], "teacher_top": tok.convert_ids_to_tokens(top_of[i])})
     return row
+
+
+def micro_batches(rows: list[int], n: int, world: int, size: int) -> list[list[int]]:
+    """rows (this rank's, in order) cut into micro-batches of `size` (0: one micro-batch). Every rank gets as
+    many as the rank with the most rows, ceil(ceil(n / world) / size); the surplus ones are empty."""
+    size = size or max(1, -(-n // world))
+    count = max(1, -(-(-(-n // world)) // size))
+    return [rows[j * size:(j + 1) * size] for j in range(count)]
 
 
 def phase2_steps(run: Run) -> int:

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import parallel
+import train
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
@@ -108,17 +109,28 @@ def test_torchrun_fsdp2_matches_one_process(single, tmp_path):
     assert_same_training(single, out)
 
 
-@pytest.mark.parametrize("flags", [
-    # Batches smaller than or not divisible by the world size: a rank with no rows joins with weight 0.
-    ["--srt-batch-size", "1", "--p2-batch-size", "3", "--teacher", "ema:0.5", "--topk", "0"],
-    ["--method", "grpo", "--grpo-steps", "2", "--grpo-batch", "3", "--grpo-minibatches", "3", "--grpo-kl", "0.04",
-     "--grpo-norm", "sequence"],
-], ids=["odd-batches-ema-fullvocab", "grpo"])
-def test_torchrun_matches_one_process_other_paths(flags, tmp_path):
+@pytest.mark.parametrize("strategy,flags", [
+    # Batches smaller than or not divisible by the world size: a rank with no rows joins with weight 0;
+    # Phase 2 in micro-batches of one row (gradients accumulate unsynced until the last, an empty one included).
+    ("ddp", ["--srt-batch-size", "1", "--p2-batch-size", "3", "--p2-micro-batch", "1", "--teacher", "ema:0.5",
+             "--topk", "0"]),
+    ("fsdp", ["--p2-batch-size", "5", "--p2-micro-batch", "2", "--teacher", "sync:1"]),
+    ("fsdp", ["--method", "grpo", "--grpo-steps", "2", "--grpo-batch", "3", "--grpo-minibatches", "3",
+              "--grpo-kl", "0.04", "--grpo-norm", "sequence"]),
+], ids=["ddp-odd-batches-microbatch-ema-fullvocab", "fsdp-microbatch-sync", "fsdp-grpo"])
+def test_torchrun_matches_one_process_other_paths(strategy, flags, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     run(["--preset", "smoke", *flags, "--out", str(one)])
-    run(["--preset", "smoke", *flags, "--parallel", "fsdp" if "grpo" in flags else "ddp", "--out", str(two)], nproc=2)
+    run(["--preset", "smoke", *flags, "--parallel", strategy, "--out", str(two)], nproc=2)
     assert_same_training(one, two)
+
+
+def test_micro_batches_are_equal_in_number_on_every_rank():
+    assert train.micro_batches([0, 2, 4], 5, 2, 2) == [[0, 2], [4]]
+    assert train.micro_batches([1, 3], 5, 2, 2) == [[1, 3], []]  # as many as rank 0, the last one empty
+    assert train.micro_batches([1], 3, 2, 0) == [[1]]  # 0: all rows at once
+    assert train.micro_batches([], 1, 2, 0) == [[]]  # a rank without rows still runs one (weight 0)
+    assert train.micro_batches([0, 1, 2], 3, 1, 1) == [[0], [1], [2]]
 
 
 def test_resume_fsdp2_run_in_one_process(single, tmp_path):
@@ -178,3 +190,10 @@ def test_bad_parallel_flag():
     proc = subprocess.run(command(["--preset", "smoke", "--parallel", "zero3", "--out", "/nonexistent/x"]), cwd=REPO,
                           env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--parallel" in proc.stderr and "zero3" in proc.stderr
+
+
+def test_phase2_micro_batches_match_one_batch(single, tmp_path):
+    """--p2-micro-batch 1 (rows sorted by length, gradients accumulated) trains what one batch trains."""
+    out = tmp_path / "micro"
+    run(["--preset", "smoke", "--p2-micro-batch", "1", "--out", str(out)])
+    assert_same_training(single, out)
