@@ -247,19 +247,23 @@ def gumbel_sample(logits: torch.Tensor, temperature: float, seeds: torch.Tensor,
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
              seeds: list[int] | None = None, batch_size: int = 64, stop_ids: list[int] | None = None,
-             progress=None, backend: str = "auto") -> list[Rollout]:
+             progress=None, backend: str = "auto", compile: bool | None = None,
+             stop_strings: list[str] | None = None) -> list[Rollout]:
     """Sample one response per prompt (token ids in, token ids out).
 
     backend "eager" (the default off CUDA): left-padded batches of `batch_size` prompts, sorted by length so
     padding stays small; a KV-cached decode loop that drops finished rows. Row i samples with a
     torch.Generator seeded by seeds[i], so a rollout is reproducible whatever batch it lands in (exact resume
-    depends on this). backend "static" (the default on CUDA): `generate_static`, the same contract.
+    depends on this). backend "static" (the default on CUDA): `generate_static`, the same contract;
+    `compile` is its flag (None: compile on CUDA). A row also ends at the token that completes any of
+    `stop_strings` in its decoded text (checked every 16 tokens while decoding, cut exactly at the end).
     """
     if backend == "auto":
         backend = "static" if next(model.parameters()).device.type == "cuda" else "eager"
     if backend == "static":
         return generate_static(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                               seeds=seeds, batch_size=batch_size, stop_ids=stop_ids, progress=progress)
+                               seeds=seeds, batch_size=batch_size, stop_ids=stop_ids, progress=progress,
+                               compile=compile, stop_strings=stop_strings)
     if backend != "eager":
         raise ValueError(f"backend must be auto, eager or static, got {backend!r}")
     device = next(model.parameters()).device
@@ -292,6 +296,10 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
             new_tokens[active, t] = nxt
             n_gen = t + 1
             done = done | torch.isin(nxt, stop_cpu)  # [A]
+            if stop_strings and (t + 1) % 16 == 0:
+                done = done | torch.tensor([bool(not d and _stop_string_end(tokenizer, new_tokens[a, :t + 1].tolist(),
+                                                                            stop_strings))
+                                            for a, d in zip(active.tolist(), done.tolist())])
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
             if int(done.sum()) * 4 >= len(active):
@@ -309,19 +317,35 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
         if progress is not None:
             progress.update(len(rows))
         for r, i in enumerate(rows):
-            out[i] = _rollout(tokenizer, prompts[i], new_tokens[r, :n_gen].tolist(), set(stop_ids))
+            out[i] = _rollout(tokenizer, prompts[i], new_tokens[r, :n_gen].tolist(), set(stop_ids), stop_strings)
     model.train(was_training)
     return out  # type: ignore[return-value]
 
 
-def _rollout(tokenizer, prompt: list[int], tokens: list[int], stop_set: set[int]) -> Rollout:
-    """The response up to and including its first end-of-turn token (truncated if there is none)."""
-    resp: list[int] = []
-    for tok in tokens:
-        resp.append(tok)
-        if tok in stop_set:
-            return Rollout(list(prompt), resp, tokenizer.decode(resp, skip_special_tokens=True), truncated=False)
-    return Rollout(list(prompt), resp, tokenizer.decode(resp, skip_special_tokens=True), truncated=True)
+def _stop_string_end(tokenizer, tokens: list[int], stop_strings) -> int | None:
+    """How many tokens it takes for the decoded text to contain one of stop_strings (None: never).
+    A longer prefix decodes to a longer text, so the first such prefix is found by bisection."""
+    def hit(k):
+        text = tokenizer.decode(tokens[:k], skip_special_tokens=True)
+        return any(s in text for s in stop_strings)
+    if not stop_strings or not tokens or not hit(len(tokens)):
+        return None
+    lo, hi = 1, len(tokens)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if hit(mid) else (mid + 1, hi)
+    return lo
+
+
+def _rollout(tokenizer, prompt: list[int], tokens: list[int], stop_set: set[int],
+             stop_strings: list[str] | None = None) -> Rollout:
+    """The response up to and including its first end-of-turn token, or the token that completes a stop
+    string if that comes first (truncated if neither)."""
+    end = next((n + 1 for n, tok in enumerate(tokens) if tok in stop_set), None)
+    cut = _stop_string_end(tokenizer, tokens[:end], stop_strings) if stop_strings else None
+    end = cut or end
+    resp = list(tokens[:end]) if end else list(tokens)
+    return Rollout(list(prompt), resp, tokenizer.decode(resp, skip_special_tokens=True), truncated=end is None)
 
 
 # ------------------------------------------------------------------------------------------ static-cache generation
@@ -369,7 +393,7 @@ def decode_step_fn(device: torch.device, compile: bool | None = None):
 def generate_static(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
                     seeds: list[int] | None = None, batch_size: int = 64, stop_ids: list[int] | None = None,
                     progress=None, compile: bool | None = None, check_every: int = 16,
-                    pad_to: int = 64) -> list[Rollout]:
+                    pad_to: int = 64, stop_strings: list[str] | None = None) -> list[Rollout]:
     """generate() for accelerators: a static KV cache and a fixed-shape decode step (compiled with CUDA
     graphs on CUDA), sampling on the device (`gumbel_sample`), no host synchronisation per token.
 
@@ -414,15 +438,35 @@ def generate_static(model, tokenizer, prompts: list[list[int]], *, max_new_token
             token = torch.where(done, pad_id, token)
             tokens[:, t] = token
             done = done | torch.isin(token, stop)
+            if stop_strings and (t + 1) % check_every == 0:  # the host decodes the unfinished rows
+                host_done, so_far = done.tolist(), tokens[:, :t + 1].tolist()
+                hits = [r for r in range(len(rows)) if not host_done[r]
+                        and _stop_string_end(tokenizer, so_far[r], stop_strings)]
+                if hits:
+                    done[hits] = True
             if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and bool(done.all())):
                 break
             token = step_fn(model, cache, token.clone(), lengths + t, mask, row_seeds, steps[t + 1], temperature)
         for r, i in enumerate(rows):
-            out[i] = _rollout(tokenizer, prompts[i], tokens[r].tolist(), set(stop.tolist()))
+            out[i] = _rollout(tokenizer, prompts[i], tokens[r].tolist(), set(stop.tolist()), stop_strings)
         if progress is not None:
             progress.update(len(rows))
     model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Recompute each decoder layer in the backward (non-reentrant), under transformers 4.x or 5.x names."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def activation_checkpointing_on(model) -> bool:
+    if isinstance(getattr(type(model), "is_activation_checkpointing", None), property):
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))
 
 
 def _is_sharded(module) -> bool:
@@ -446,7 +490,7 @@ def shared_prefix_hidden(model, seqs: list[list[int]], pad_id: int, *, keep_from
     """
     device = next(model.parameters()).device
     backbone = getattr(model, model.base_model_prefix)
-    if _is_sharded(backbone) or (model.training and getattr(model, "is_gradient_checkpointing", False)):
+    if _is_sharded(backbone) or (model.training and activation_checkpointing_on(model)):
         # FSDP2 regathers a layer's weights for backward when the gradient reaches that layer's output; the
         # prefix's gradient reaches its layers through the KV cache instead, after their weights were freed.
         # Activation checkpointing turns the cache off in training. Either way: no shared prefix.

@@ -509,7 +509,7 @@ class Run:
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.bfloat16 if bf16 else None
         if cfg.grad_checkpoint:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            sdzero.enable_activation_checkpointing(self.model)
         self.policy = parallel.wrap(self.model, self.dist, autocast=self.autocast)
         self.teacher = self.teacher_policy = None  # Phase 2's teacher, or GRPO's reference model
         self.log = RunLog(cfg, self.out, main=self.dist.main)
@@ -544,7 +544,9 @@ class Run:
                 tqdm(total=len(mine), desc=desc, leave=False, disable=not d.main) as bar:
             ys = sdzero.generate(self.model, self.tok, [prompts[i] for i in mine], max_new_tokens=max_new_tokens,
                                  temperature=temperature, seeds=[seeds[i] for i in mine],
-                                 batch_size=self.cfg.gen_batch_size, progress=bar)
+                                 batch_size=self.cfg.gen_batch_size, progress=bar,
+                                 # FSDP2's hooks stay on the gathered layers: sample without CUDA graphs there
+                                 compile=False if d.strategy == "fsdp" else None)
         rs = rewards([y.text for y in ys], [answers[i] for i in mine], self.cfg.task)
         both = parallel.gather(d, len(prompts), mine, list(zip(ys, rs)))
         return [y for y, _ in both], [r for _, r in both]

@@ -224,7 +224,7 @@ def bench_phase2(shape, device, args, peak) -> dict:
                     return naive_step(student, teacher, opt, *inputs, device)
             else:
                 if variant == "ours+ckpt":
-                    student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                    sdzero.enable_activation_checkpointing(student)
                 amp = torch.bfloat16 if cuda else None
                 teacher = build(shape, device, torch.bfloat16 if cuda else torch.float32)
                 policy, teacher_policy = parallel.Policy(student, amp), parallel.Policy(teacher, amp)

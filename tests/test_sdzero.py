@@ -192,3 +192,30 @@ def test_generate_rejects_an_unknown_backend(micro):
     model, tok = micro
     with pytest.raises(ValueError, match="backend"):
         sdzero.generate(model, tok, _prompts(tok, QUESTIONS[:1]), max_new_tokens=2, temperature=0, backend="vllm")
+
+
+def test_stop_strings_cut_at_the_completing_token(micro):
+    """A row ends at the token that completes a stop string, on both backends, with the same tokens."""
+    model, tok = micro
+    prompts = _prompts(tok, QUESTIONS)
+    free = sdzero.generate(model, tok, prompts, max_new_tokens=40, temperature=0.0, backend="eager")
+    text = free[0].text
+    stop = text[len(text) // 2:len(text) // 2 + 3]  # a piece from the middle of the first answer
+    assert len(stop) == 3 and stop in text
+    for backend in ("eager", "static"):
+        cut = sdzero.generate(model, tok, prompts, max_new_tokens=40, temperature=0.0, backend=backend,
+                              stop_strings=[stop])
+        for full, r in zip(free, cut):
+            if stop in full.text:
+                assert stop in r.text and not r.truncated
+                assert stop not in tok.decode(r.response_ids[:-1], skip_special_tokens=True)  # no token earlier
+                assert full.response_ids[:len(r.response_ids)] == r.response_ids
+            else:
+                assert r.response_ids == full.response_ids
+
+
+def test_activation_checkpointing_switch(micro_model_dir):
+    model, _ = sdzero.load_model(str(micro_model_dir), device=torch.device("cpu"))
+    assert not sdzero.activation_checkpointing_on(model)
+    sdzero.enable_activation_checkpointing(model)
+    assert sdzero.activation_checkpointing_on(model)
