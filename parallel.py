@@ -2,8 +2,8 @@
 those that do not. Without torchrun (WORLD_SIZE unset or 1) every function here is a no-op and train.py is a
 plain single process.
 
-    torchrun --standalone --nproc_per_node 8 train.py --preset paper                  # DDP
-    torchrun --standalone --nproc_per_node 8 train.py --preset paper --parallel fsdp  # FSDP2
+    torchrun --standalone --nproc_per_node 8 train.py --task math ...                  # DDP (--parallel auto)
+    torchrun --standalone --nproc_per_node 8 train.py --task math --parallel fsdp ...  # FSDP2 (the paper preset's)
 
 What keeps a run independent of its world size (a run resumes on another number of GPUs, and one process
 and N processes train the same model up to float summation order):

@@ -23,6 +23,8 @@ The algorithm, step by step (sdzero-spec.md), and where each step lives:
      --method rft (k samples per question, SFT on the verified-correct ones) ....... rft_sample, rft_train
      --method grpo (groups of n, clipped policy gradient, DAPO choices as flags) .... grpo_train
      --method srt (Phase 1 only), p2only (Phase 2 without SRT, Table 12), base (evaluation only)
+  Scale: `torchrun --nproc_per_node N train.py ...` shards every step's rollouts and losses across N
+  processes with DDP or FSDP2 (--parallel; parallel.py); batch sizes stay global, so N does not change the run.
 
 Deliberate deviations from the paper (each a flag where it matters):
   - Scale: the demo uses a 135M model, two-operand arithmetic, 48 new tokens and ~300 training
