@@ -142,7 +142,6 @@ def bench_generation(shape, device, args) -> dict:
     out.update(copy_bandwidth_gb_s=bw / 1e9, bytes_per_step=weight_bytes + kv,
                roofline_steps_per_s=bw / (weight_bytes + kv))
     out["ours_share_of_roofline"] = out["ours_steps_per_s"] / out["roofline_steps_per_s"]
-    del model
     return out
 
 

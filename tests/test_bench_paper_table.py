@@ -54,3 +54,29 @@ def test_ablations_on_the_micro_model(tmp_path):
     p2only = table["rows"][2]
     assert p2only["srt_accuracy"] is None and p2only["generations"] == 80
     assert "| Table 12: Phase 2 without SRT |" in (tmp_path / "results" / "ablations.md").read_text()
+
+
+def test_revise_probe_on_the_micro_model(tmp_path):
+    """bench/revise_probe.py: one base evaluation with --eval-revise per task; a finished run is reused, one
+    with other settings in its folder is refused."""
+    def probe(*tasks):
+        return subprocess.run([sys.executable, str(REPO / "bench" / "revise_probe.py"), "--tasks", *tasks,
+                               "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--",
+                               "--preset", "smoke"], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    proc = probe("9:+", "9:+-")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "revise_probe.json").read_text())
+    assert [(r["max_operand"], r["ops"]) for r in report["rows"]] == [(9, "+"), (9, "+-")]
+    for r in report["rows"]:
+        assert 0 <= r["accuracy"] <= 1 and r["n_r0"] + r["n_r1"] == 16
+        assert r["r0_corrected"] is None or 0 <= r["r0_corrected"] <= 1
+    assert "| 1-9, `+-` |" in (tmp_path / "results" / "revise_probe.md").read_text()
+    mtime = (tmp_path / "runs" / "probe-op9-p" / "results.json").stat().st_mtime
+    assert probe("9:+").returncode == 0  # reused, not rerun
+    assert (tmp_path / "runs" / "probe-op9-p" / "results.json").stat().st_mtime == mtime
+    (tmp_path / "runs" / "probe-op8-p").mkdir()
+    (tmp_path / "runs" / "probe-op8-p" / "results.json").write_text("{}")
+    (tmp_path / "runs" / "probe-op8-p" / "config.json").write_text(json.dumps(
+        {"math_max_operand": 8, "math_ops": "+", "seed": 0, "method": "sdzero", "eval_revise": True}))
+    bad = probe("8:+")
+    assert bad.returncode != 0 and "other settings" in bad.stderr
