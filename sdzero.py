@@ -15,6 +15,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,9 +153,14 @@ def _common_prefix_len(seqs: list[list[int]]) -> int:
     return n
 
 
+def _cache_name(model) -> str:
+    """The forward's KV-cache argument: transformers renamed `past_key_values` to `cache` (5.x)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _forward_cached(model, cache, **kw):
-    """Forward with a KV cache; transformers renamed `past_key_values` to `cache` (5.x), accept both."""
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    """Forward with a KV cache, under either name."""
+    name = _cache_name(model)
     result = model(**kw, **{name: cache}, use_cache=True)
     return getattr(result, name), result
 
@@ -206,34 +212,37 @@ def _sample_rows(logits: torch.Tensor, temperature: float, generators: list[torc
 
 # ------------------------------------------------------------------------------------------ counter-based sampling
 # The static (GPU) path samples on the device with no per-row generator objects: the uniform for row i, step t,
-# token v is a hash of (seeds[i], t, v) (splitmix64's mixer), and Gumbel-max turns those uniforms into an exact
-# draw from softmax(logits / T). A rollout then depends only on its seed, never on its batch or rank.
+# token v is a hash of (seeds[i], t, v) (murmur3's 32-bit mixer), and Gumbel-max turns those uniforms into an
+# exact draw from softmax(logits / T). A rollout then depends only on its seed, never on its batch or rank.
+# Every intermediate value is a non-negative int64 below 2^49: no overflow, so compiled kernels (C++, Triton)
+# compute exactly what eager mode computes (wrapping 64-bit arithmetic is undefined behaviour in C++).
 
-def _signed(x: int) -> int:
-    return x - (1 << 64) if x >= 1 << 63 else x
-
-
-_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+_M32 = 0xFFFFFFFF
 
 
-def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Logical right shift of int64 tensors (torch's >> is arithmetic)."""
-    return (x >> k) & ((1 << (64 - k)) - 1)
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """x * c mod 2^32 for 0 <= x < 2^32 and a 32-bit constant c, in two 16-bit halves (products < 2^48)."""
+    return ((x & 0xFFFF) * c + ((((x >> 16) * c) & 0xFFFF) << 16)) & _M32
 
 
-def _mix64(x: torch.Tensor) -> torch.Tensor:
-    """splitmix64's finaliser on int64 tensors; multiplication wraps modulo 2^64 as in C."""
-    x = (x ^ _shr(x, 30)) * _MIX1
-    x = (x ^ _shr(x, 27)) * _MIX2
-    return x ^ _shr(x, 31)
+def _fmix32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3's finaliser: a bijection of [0, 2^32) in which every input bit flips each output bit about half
+    the time."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = _mul32(x, 0xC2B2AE35)
+    return x ^ (x >> 16)
 
 
 def counter_uniforms(seeds: torch.Tensor, step: torch.Tensor, vocab: int) -> torch.Tensor:
-    """U(0, 1) for every (row, token) at one decode step: seeds [B] int64, step [] int64 -> [B, V] fp32,
-    a pure function of (seed, step, token), in (2^-25, 1 - 2^-25)."""
-    row = _mix64(seeds * _GOLDEN + step)  # [B]
-    z = _mix64(row[:, None] + torch.arange(vocab, device=seeds.device) * _GOLDEN)  # [B, V]
-    return (_shr(z, 40).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    """U(0, 1) for every (row, token) at one decode step: seeds [B] int64 in [0, 2^63), step [] int64 ->
+    [B, V] fp32, a pure function of (seed, step, token), in (2^-25, 1 - 2^-25)."""
+    seeds = seeds & ((1 << 63) - 1)
+    key = _fmix32((seeds & _M32) ^ _fmix32((seeds >> 32) ^ _fmix32((step & _M32) ^ 0x9E3779B9)))  # [B]
+    tokens = _mul32(torch.arange(vocab, device=seeds.device), 0x9E3779B9)  # [V], distinct per token
+    z = _fmix32(key[:, None] ^ tokens)  # [B, V]
+    return ((z >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
 
 
 def gumbel_sample(logits: torch.Tensor, temperature: float, seeds: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
@@ -371,10 +380,10 @@ def rows_that_fit(model, max_len: int, requested: int, device: torch.device, sha
 _COMPILED: dict = {}
 
 
-def _decode_step(model, cache, token, position, attention_mask, seeds, step, temperature: float):
+def _decode_step(model, cache, token, position, attention_mask, seeds, step, temperature: float, cache_name: str):
     """One decode step of every row of a static batch: next token [B] from the previous one [B]."""
     out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=position[:, None],
-                cache=cache, use_cache=True)
+                use_cache=True, **{cache_name: cache})
     return gumbel_sample(out.logits[:, -1], temperature, seeds, step)
 
 
@@ -406,8 +415,6 @@ def generate_static(model, tokenizer, prompts: list[list[int]], *, max_new_token
     stop = torch.tensor(stop_ids if stop_ids is not None else end_of_turn_ids(tokenizer, model), device=device)
     seeds = seeds if seeds is not None else list(range(len(prompts)))
     pad_id = tokenizer.pad_token_id
-    from transformers import StaticCache
-
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     width = -(-max(len(p) for p in prompts) // pad_to) * pad_to if prompts else 0
     batch_size = rows_that_fit(model, width + max_new_tokens, batch_size, device)
@@ -417,42 +424,61 @@ def generate_static(model, tokenizer, prompts: list[list[int]], *, max_new_token
     model.eval()
     for b0 in range(0, len(order), batch_size):
         rows = order[b0:b0 + batch_size]
-        P = -(-max(len(prompts[i]) for i in rows) // pad_to) * pad_to  # [prompt width, a multiple of pad_to]
-        ids = torch.full((len(rows), P), pad_id, dtype=torch.long)  # [B, P], left-padded
-        mask = torch.zeros((len(rows), P + max_new_tokens), dtype=torch.long)  # [B, P+N], fixed for the batch
+        args = ([prompts[i] for i in rows], [int(seeds[i]) % (2**63) for i in rows], max_new_tokens, temperature,
+                stop, pad_id, pad_to, check_every, stop_strings)
+        try:
+            tokens = _static_batch(model, tokenizer, *args, step_fn)
+        except Exception as e:  # noqa: BLE001 (a compiler failure must not end a training run)
+            if step_fn is _decode_step:
+                raise
+            warnings.warn(f"compiled decoding failed ({type(e).__name__}: {str(e)[:300]}); decoding without "
+                          "compilation from now on")
+            _COMPILED["step"] = step_fn = _decode_step
+            tokens = _static_batch(model, tokenizer, *args, step_fn)
         for r, i in enumerate(rows):
-            ids[r, P - len(prompts[i]):] = torch.tensor(prompts[i])
-            mask[r, P - len(prompts[i]):] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        lengths = mask[:, :P].sum(1)  # [B]
-        row_seeds = torch.tensor([int(seeds[i]) % (2**63) for i in rows], dtype=torch.long, device=device)
-        cache = StaticCache(config=model.config, max_cache_len=P + max_new_tokens)
-        positions = (mask[:, :P].cumsum(-1) - 1).clamp(min=0)  # [B, P]
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                       logits_to_keep=1).logits[:, -1]  # [B, V]
-        steps = torch.arange(max_new_tokens, device=device)  # step t as a tensor: one graph for every t
-        token = gumbel_sample(logits, temperature, row_seeds, steps[0])  # [B]
-        tokens = torch.full((len(rows), max_new_tokens), pad_id, dtype=torch.long, device=device)  # [B, N]
-        done = torch.zeros(len(rows), dtype=torch.bool, device=device)  # [B]
-        for t in range(max_new_tokens):
-            token = torch.where(done, pad_id, token)
-            tokens[:, t] = token
-            done = done | torch.isin(token, stop)
-            if stop_strings and (t + 1) % check_every == 0:  # the host decodes the unfinished rows
-                host_done, so_far = done.tolist(), tokens[:, :t + 1].tolist()
-                hits = [r for r in range(len(rows)) if not host_done[r]
-                        and _stop_string_end(tokenizer, so_far[r], stop_strings)]
-                if hits:
-                    done[hits] = True
-            if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and bool(done.all())):
-                break
-            token = step_fn(model, cache, token.clone(), lengths + t, mask, row_seeds, steps[t + 1], temperature)
-        for r, i in enumerate(rows):
-            out[i] = _rollout(tokenizer, prompts[i], tokens[r].tolist(), set(stop.tolist()), stop_strings)
+            out[i] = _rollout(tokenizer, prompts[i], tokens[r], set(stop.tolist()), stop_strings)
         if progress is not None:
             progress.update(len(rows))
     model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+def _static_batch(model, tokenizer, prompts, seeds, max_new_tokens, temperature, stop, pad_id, pad_to,
+                  check_every, stop_strings, step_fn) -> list[list[int]]:
+    """One batch of generate_static: the new tokens of each row (pads after its end)."""
+    from transformers import StaticCache
+    device = next(model.parameters()).device
+    P = -(-max(len(p) for p in prompts) // pad_to) * pad_to  # prompt width, a multiple of pad_to
+    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)  # [B, P], left-padded
+    mask = torch.zeros((len(prompts), P + max_new_tokens), dtype=torch.long)  # [B, P+N], fixed for the batch
+    for r, p in enumerate(prompts):
+        ids[r, P - len(p):] = torch.tensor(p)
+        mask[r, P - len(p):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    lengths = mask[:, :P].sum(1)  # [B]
+    row_seeds = torch.tensor(seeds, dtype=torch.long, device=device)
+    cache, name = StaticCache(config=model.config, max_cache_len=P + max_new_tokens), _cache_name(model)
+    positions = (mask[:, :P].cumsum(-1) - 1).clamp(min=0)  # [B, P]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                   **{name: cache}).logits[:, -1]  # [B, V]
+    steps = torch.arange(max_new_tokens, device=device)  # step t as a tensor: one graph for every t
+    token = gumbel_sample(logits, temperature, row_seeds, steps[0])  # [B]
+    tokens = torch.full((len(prompts), max_new_tokens), pad_id, dtype=torch.long, device=device)  # [B, N]
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)  # [B]
+    for t in range(max_new_tokens):
+        token = torch.where(done, pad_id, token)
+        tokens[:, t] = token
+        done = done | torch.isin(token, stop)
+        if stop_strings and (t + 1) % check_every == 0:  # the host decodes the unfinished rows
+            host_done, so_far = done.tolist(), tokens[:, :t + 1].tolist()
+            hits = [r for r in range(len(prompts)) if not host_done[r]
+                    and _stop_string_end(tokenizer, so_far[r], stop_strings)]
+            if hits:
+                done[hits] = True
+        if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and bool(done.all())):
+            break
+        token = step_fn(model, cache, token.clone(), lengths + t, mask, row_seeds, steps[t + 1], temperature, name)
+    return tokens.tolist()
 
 
 def enable_activation_checkpointing(model) -> None:

@@ -1,4 +1,6 @@
 """Model loading and batched generation: seeds per rollout, stopping, prefix sharing, agreement with HF generate."""
+import shutil
+
 import pytest
 import torch
 
@@ -219,3 +221,32 @@ def test_activation_checkpointing_switch(micro_model_dir):
     assert not sdzero.activation_checkpointing_on(model)
     sdzero.enable_activation_checkpointing(model)
     assert sdzero.activation_checkpointing_on(model)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("clang++") is None,
+                    reason="inductor needs a C++ compiler")
+def test_compiled_sampler_draws_what_eager_draws():
+    """The counter hash never overflows int64, so compiled code (undefined behaviour on signed overflow in
+    C++) must reproduce eager draws exactly."""
+    logits = torch.randn(5, 300, generator=torch.Generator().manual_seed(0))
+    seeds = torch.tensor([0, 1, 12345, 2**62 + 7, 2**63 - 1])
+    compiled = torch.compile(sdzero.gumbel_sample)
+    for step in (0, 1, 2**31 + 3):
+        assert torch.equal(compiled(logits, 0.7, seeds, torch.tensor(step)),
+                           sdzero.gumbel_sample(logits, 0.7, seeds, torch.tensor(step)))
+
+
+def test_static_falls_back_when_compiled_decoding_fails(micro, monkeypatch):
+    model, tok = micro
+    prompts = _prompts(tok, QUESTIONS[:3])
+
+    def broken(*args):
+        raise RuntimeError("inductor: no kernel for you")
+    monkeypatch.setitem(sdzero._COMPILED, "step", broken)
+    with pytest.warns(UserWarning, match="compiled decoding failed .*no kernel"):
+        got = sdzero.generate_static(model, tok, prompts, max_new_tokens=8, temperature=1.0, seeds=[1, 2, 3],
+                                     compile=True)
+    want = sdzero.generate_static(model, tok, prompts, max_new_tokens=8, temperature=1.0, seeds=[1, 2, 3],
+                                  compile=False)
+    assert [r.response_ids for r in got] == [r.response_ids for r in want]
+    assert sdzero._COMPILED["step"] is sdzero._decode_step  # later calls decode uncompiled
