@@ -514,6 +514,7 @@ class Run:
             sdzero.enable_activation_checkpointing(self.model)
         self.policy = parallel.wrap(self.model, self.dist, autocast=self.autocast)
         self.teacher = self.teacher_policy = None  # Phase 2's teacher, or GRPO's reference model
+        self.sampler = None  # the bf16 copy rollouts read (sampling_model)
         self.log = RunLog(cfg, self.out, main=self.dist.main)
         # Skipped rows are counted, never silently given a zero reward: they go to metrics.jsonl.
         skipped, notes = self.data.skipped, self.data.notes
@@ -544,7 +545,7 @@ class Run:
         mine = parallel.my_rows(d, len(prompts))
         with parallel.rollout_mode(self.policy, d), parallel.amp(self.autocast, self.device.type), \
                 tqdm(total=len(mine), desc=desc, leave=False, disable=not d.main) as bar:
-            ys = sdzero.generate(self.model, self.tok, [prompts[i] for i in mine], max_new_tokens=max_new_tokens,
+            ys = sdzero.generate(self.sampling_model(), self.tok, [prompts[i] for i in mine], max_new_tokens=max_new_tokens,
                                  temperature=temperature, seeds=[seeds[i] for i in mine],
                                  batch_size=self.cfg.gen_batch_size, progress=bar,
                                  # FSDP2's hooks stay on the gathered layers: sample without CUDA graphs there
@@ -552,6 +553,20 @@ class Run:
         rs = rewards([y.text for y in ys], [answers[i] for i in mine], self.cfg.task)
         both = parallel.gather(d, len(prompts), mine, list(zip(ys, rs)))
         return [y for y, _ in both], [r for _, r in both]
+
+    def sampling_model(self):
+        """The weights rollouts read. With bf16 (one process or DDP): a bf16 copy, refreshed from the fp32
+        weights at every call, since a decode step reads every weight once and autocast would recast the fp32
+        weights at every step. Otherwise the model itself (FSDP2 gathers its own weights to sample)."""
+        if self.autocast is None or self.dist.strategy == "fsdp":
+            return self.model
+        if self.sampler is None:
+            self.sampler = copy.deepcopy(self.model).to(self.autocast).eval().requires_grad_(False)
+        else:
+            with torch.no_grad():
+                for p_s, p in zip(self.sampler.parameters(), self.model.parameters()):
+                    p_s.copy_(p)
+        return self.sampler
 
     def extra_eval_rows(self) -> list[tasks.Example]:
         """The --eval-extra questions, loaded on first use (the same rows at every evaluation)."""

@@ -332,3 +332,22 @@ def test_eval_extra_offline_names_its_flag(tmp_path):
     env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), HF_DATASETS_OFFLINE="1")
     proc = run_cli(["--preset", "smoke", "--eval-extra", "gsm8k", "--out", str(tmp_path / "x")], timeout=300, env=env)
     assert proc.returncode != 0 and "--eval-extra gsm8k: cannot load" in proc.stderr
+
+
+def test_bf16_rollouts_read_a_fresh_bf16_copy(tmp_path):
+    """--precision bf16: rollouts sample from a bf16 copy of the fp32 weights, refreshed at every call."""
+    cfg = train.parse_args(["--preset", "smoke", "--precision", "bf16", "--out", str(tmp_path / "r")])
+    (tmp_path / "r").mkdir()
+    run = train.Run(cfg)
+    assert run.sampling_model() is run.sampler and run.sampler.dtype == torch.bfloat16
+    with torch.no_grad():
+        for p in run.model.parameters():
+            p.add_(0.5)
+    run.sampling_model()
+    for p_s, p in zip(run.sampler.parameters(), run.model.parameters()):
+        assert p.dtype == torch.float32 and torch.equal(p_s, p.to(torch.bfloat16))
+    prompts = [run.prompt_ids(ex) for ex in run.data["eval"][:2]]
+    ys, rs = run.rollouts(prompts, [1, 2], [ex.answer for ex in run.data["eval"][:2]], 4, 1.0, "t")
+    assert len(ys) == 2 and set(rs) <= {0, 1}
+    fp32 = train.Run(train.parse_args(["--preset", "smoke", "--out", str(tmp_path / "r")]))
+    assert fp32.sampling_model() is fp32.model  # fp32 runs sample from the model itself
