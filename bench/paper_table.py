@@ -119,7 +119,8 @@ def markdown(table: dict) -> str:
              f"budget {table['budget']} training generations, seeds {table['seeds']}; runs at commit "
              f"{', '.join(table['run_commits'])}, table written at {table['commit']}; {table['machine']}, "
              f"{table['jobs']} runs at a time with {table['threads']} torch thread(s) each. "
-             "`python bench/paper_table.py`.", "",
+             "`python bench/paper_table.py`"
+             + (f" with train.py flags `{' '.join(table['extra_args'])}`." if table["extra_args"] else "."), "",
              "| method | seeds | held-out accuracy (mean ± s.e.) | gain over base (points) | generations | "
              "seconds | paper (Qwen3-4B, 8-bench avg) |", "|---|---|---|---|---|---|---|"]
     for method, s in table["summary"].items():
