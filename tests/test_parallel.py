@@ -2,10 +2,7 @@
 and a run stopped by kill -9 resumes on another world size. The micro model, the smoke preset."""
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,44 +11,17 @@ from safetensors.torch import load_file
 
 import parallel
 import train
+from test_train import kill_mid_phase, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
 
 
-def command(args, nproc=1):
-    if nproc == 1:
-        return [sys.executable, str(REPO / "train.py"), *args]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            str(REPO / "train.py"), *args]
-
-
 def run(args, nproc=1):
-    proc = subprocess.run(command(args, nproc), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(train_command(args, nproc), cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
-
-
-def kill_mid_phase(args, out, phase, steps, nproc):
-    """Start the run (its own process group: torchrun and its workers) and kill -9 all of it once
-    metrics.jsonl holds `steps` rows of `phase`; return when no process of the run is left."""
-    proc = subprocess.Popen(command(args, nproc), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    metrics, tag = out / "metrics.jsonl", f'"phase": "{phase}"'
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and sum(tag in line for line in metrics.read_text().splitlines()) >= steps:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    while True:  # the workers die with their group; wait until they are gone before resuming
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
 
 
 def rows(out):
@@ -187,8 +157,8 @@ def test_single_process_helpers_are_identity():
 
 
 def test_bad_parallel_flag():
-    proc = subprocess.run(command(["--preset", "smoke", "--parallel", "zero3", "--out", "/nonexistent/x"]), cwd=REPO,
-                          env=ENV, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(train_command(["--preset", "smoke", "--parallel", "zero3", "--out", "/nonexistent/x"]),
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--parallel" in proc.stderr and "zero3" in proc.stderr
 
 

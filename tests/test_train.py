@@ -24,11 +24,20 @@ def run_cli(args, env=None, **kw):
                           capture_output=True, text=True, **kw)
 
 
-def kill_mid_phase(args, out, phase, steps):
-    """Start train.py with args and kill -9 it once metrics.jsonl in out has `steps` rows of `phase`."""
+def train_command(args, nproc=1):
+    """train.py with args, in one process or under torchrun with nproc processes."""
+    if nproc == 1:
+        return [sys.executable, str(REPO / "train.py"), *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            str(REPO / "train.py"), *args]
+
+
+def kill_mid_phase(args, out, phase, steps, nproc=1):
+    """Start train.py with args (its own process group: torchrun and its workers too) and kill -9 all of it
+    once metrics.jsonl in out has `steps` rows of `phase`; return when no process of the run is left."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(train_command(args, nproc), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     metrics, tag = out / "metrics.jsonl", f'"phase": "{phase}"'
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -36,8 +45,14 @@ def kill_mid_phase(args, out, phase, steps):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    while True:  # torchrun's workers die with their group; wait until they are gone before resuming
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
