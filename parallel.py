@@ -111,7 +111,11 @@ class Shares:
         self.d, self.local, self.total = d, local, all_sum(d, local)
 
     def factor(self, i: int = 0) -> float:
-        return self.local[i] * self.d.world / self.total[i] if self.total[i] else 0.0
+        return self.scale(self.local[i], i)
+
+    def scale(self, part: float, i: int = 0) -> float:
+        """The factor for a mean over `part` of this rank's units (a micro-batch of them)."""
+        return part * self.d.world / self.total[i] if self.total[i] else 0.0
 
     def mean(self, local_means: list[float]) -> list[float]:
         sums = all_sum(self.d, [m * n for m, n in zip(local_means, self.local)])

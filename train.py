@@ -961,7 +961,7 @@ def phase2_step(run: Run, step: int) -> dict:
             loss, kl_tok = run.policy(student_divergence, pick(student_seqs), pick(starts_s), pick(lengths), pad,
                                       target, cfg.divergence, cfg.topk, cfg.support, cfg.tail, cfg.beta, cfg.loss_chunk)
             n_k = float(sum(lengths[i] for i in ix))
-            (loss * (n_k * run.dist.world / shares.total[0] if shares.total[0] else 0.0)).backward()
+            (loss * shares.scale(n_k)).backward()
         t_student += time.time() - t2
         loss_sum += loss.item() * n_k
         teacher_argmax = target[1][..., 0] if use_topk else target.argmax(-1)  # [b, T]: the reviser's choice
