@@ -545,8 +545,8 @@ class Run:
         mine = parallel.my_rows(d, len(prompts))
         with parallel.rollout_mode(self.policy, d), parallel.amp(self.autocast, self.device.type), \
                 tqdm(total=len(mine), desc=desc, leave=False, disable=not d.main) as bar:
-            ys = sdzero.generate(self.sampling_model(), self.tok, [prompts[i] for i in mine], max_new_tokens=max_new_tokens,
-                                 temperature=temperature, seeds=[seeds[i] for i in mine],
+            ys = sdzero.generate(self.sampling_model(), self.tok, [prompts[i] for i in mine],
+                                 max_new_tokens=max_new_tokens, temperature=temperature, seeds=[seeds[i] for i in mine],
                                  batch_size=self.cfg.gen_batch_size, progress=bar,
                                  # FSDP2's hooks stay on the gathered layers: sample without CUDA graphs there
                                  compile=False if d.strategy == "fsdp" else None)
@@ -998,9 +998,9 @@ def phase2_step(run: Run, step: int) -> dict:
 def micro_batches(rows: list[int], n: int, world: int, size: int) -> list[list[int]]:
     """rows (this rank's, in order) cut into micro-batches of `size` (0: one micro-batch). Every rank gets as
     many as the rank with the most rows, ceil(ceil(n / world) / size); the surplus ones are empty."""
-    size = size or max(1, -(-n // world))
-    count = max(1, -(-(-(-n // world)) // size))
-    return [rows[j * size:(j + 1) * size] for j in range(count)]
+    per_rank = math.ceil(n / world)  # rows of the busiest rank
+    size = size or max(1, per_rank)
+    return [rows[j * size:(j + 1) * size] for j in range(max(1, math.ceil(per_rank / size)))]
 
 
 def phase2_steps(run: Run) -> int:
@@ -1191,15 +1191,15 @@ def grpo_step(run: Run, step: int) -> dict | None:
         logp, mask = run.policy(response_logp, *pick(ix), pad, cfg.temperature, cfg.loss_chunk)
         loss, part = baselines.clipped_pg_loss(logp, logp_old, adv[ix or [0]], mask, cfg.grpo_clip_low,
                                                cfg.grpo_clip_high, cfg.grpo_norm, logp_ref, cfg.grpo_kl)
-        # token norm: a mean over the minibatch's tokens; sequence norm: over its samples.
-        shares = parallel.Shares(run.dist, [float(sum(lengths[i] for i in ix)), float(len(ix))])
-        value = shares.mean([loss.item()] * 2)[0 if cfg.grpo_norm == "token" else 1]
-        factor = shares.factor(0 if cfg.grpo_norm == "token" else 1)
-        norms.append(optimizer_step(run, loss * factor, value, "grpo", step))
-        losses.append(value)
-        n_tok = shares.local[0]  # clip share and KL are token means
-        sums = parallel.all_sum(run.dist, [part["clip_share"] * n_tok, part.get("kl_ref", 0.0) * n_tok])
-        parts.append({"clip_share": sums[0] / max(1.0, shares.total[0]), "kl_ref": sums[1] / max(1.0, shares.total[0])})
+        # The loss is a mean over the minibatch's tokens (token norm) or samples (sequence norm); the clip share
+        # and the KL are token means.
+        n_tok, n_seq = float(sum(lengths[i] for i in ix)), float(len(ix))
+        shares = parallel.Shares(run.dist, [n_tok, n_seq, n_tok, n_tok])
+        by_tok, by_seq, clip, kl = shares.mean([loss.item(), loss.item(), part["clip_share"], part.get("kl_ref", 0.0)])
+        norm = 0 if cfg.grpo_norm == "token" else 1
+        norms.append(optimizer_step(run, loss * shares.factor(norm), (by_tok, by_seq)[norm], "grpo", step))
+        losses.append((by_tok, by_seq)[norm])
+        parts.append({"clip_share": clip, "kl_ref": kl})
 
     def mean(xs):
         return sum(xs) / len(xs)
