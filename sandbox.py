@@ -9,86 +9,115 @@ which protections this machine gives.
 Task schema (what tasks.py produces; anything else is reason `bad_task`):
   {"kind": "stdio", "tests": [{"input": str, "output": str}, ...], "float_tol": 1e-6?}
   {"kind": "call", "entry_point": str, "tests": [{"args": [...], "kwargs"?: {...}, "expected": ...}, ...], "float_tol"?}
-  {"kind": "assert", "entry_point": str, "tests": ["assert f(1) == 2", ...], "float_tol"?}
+  {"kind": "assert", "entry_point": str, "tests": ["assert f(1) == 2", ...], "setup"?: str, "float_tol"?}
+`setup` is trusted source (for HumanEval: the prompt, with its imports and helper functions) that the tester
+runs before each raw test, so the test uses the task's helpers, not the candidate's redefinitions.
 
 Reasons (CODE_REASONS): `correct`; `no_answer` (empty program); `mismatch` (wrong output, wrong value or a
 failed assert); `parse_error` (the PROGRAM does not compile, or is longer than MAX_PROGRAM_CHARS); `bad_task`
-(the TASK is malformed: unknown kind, no tests, a test of the wrong shape, an assert that does not parse);
-`timeout` (a per-test or per-candidate wall-clock limit, the CPU rlimit, or the batch budget);
-`runtime_error` (an exception, a non-zero exit, a kill by a limit other than time, or results missing);
-`sandbox_error` (the sandbox itself could not be set up: never the candidate's doing, logged).
+(the TASK is malformed: unknown kind, no tests, a test of the wrong shape, an assert or setup that does not
+parse); `timeout` (a per-test or per-candidate wall-clock limit, the CPU rlimit, or the batch budget);
+`runtime_error` (an exception, a non-zero exit, a kill by a limit other than time, a return value that is not
+plain data or cannot be read, or results missing); `sandbox_error` (the sandbox itself could not be set up:
+never the candidate's doing, logged). Nothing a candidate does makes the parent raise or log a traceback.
 
-How a candidate runs. The parent writes a spec (program, test inputs, limits, a random nonce, and the
-harness source) to an unnamed temporary file and starts `python -I -S -B -X utf8 -c BOOT` in a new session,
-with a scrubbed environment, stdin from a file, stdout/stderr/results going to unnamed files (so an orphan
-that keeps them open can never stall the parent: it waits for the process, not for EOF), cwd a private
-0700 directory. The harness (the `_child_*` functions below, executed in a private globals dict with its
-own copy of the builtins) then, in process O, still as root:
-  1. sets no_new_privs and unshares a mount, network and PID namespace (a user namespace too when not root;
-     each one only where the OS allows it). In the mount namespace it makes / private, mounts an empty
-     read-only tmpfs over the parent's repository, cwd, home, /root, /home and sys.prefix, and fresh
-     size-limited tmpfs over /tmp, /var/tmp, /dev/shm and the work directory;
-  2. forks C, PID 1 of the new PID namespace (it remounts /proc, and gets SIGKILL if O dies), which forks
-     D and reaps; when D exits, C exits and the kernel kills everything left in the namespace. Without a
-     PID namespace O is a child subreaper that kills and reaps D's leftovers itself;
-  3. D sets rlimits (RLIMIT_AS, CPU, FSIZE, NOFILE, NPROC, CORE=0), drops to an unprivileged uid with
-     setgroups/setresgid/setresuid (checks that setuid(0) now fails), clears its dumpable flag, writes a
-     `setup` line, and runs the candidate. The parent gets the verdict from the results file and always
-     kills what is left: every process of the sandbox uid, then O's process group.
-Each worker slot has its own uid (UID_BASE + slot, not in /etc/passwd, locked with flock across
-processes), so killing "every process of that uid" only ever hits this slot's sandbox, and RLIMIT_NPROC
-counts only its processes.
+How a candidate runs. The parent writes a spec (the program, limits, the harness source) and, for call and
+assert tasks, a job (entry point, setup, tests, time limit) to two unnamed temporary files and starts
+`python -I -S -B -X utf8 -c BOOT` in a new session, with a scrubbed environment, stdin from a file,
+stdout/stderr going to unnamed files and the results file reopened O_WRONLY|O_APPEND (so an orphan that keeps
+them open can never stall the parent: it waits for the process, not for EOF), cwd a private 0700 directory.
+The harness (the `_child_*` functions below) then, in process O, still as root:
+  1. sets no_new_privs and unshares a mount, network, PID and IPC namespace (a user namespace too when not
+     root; each one only where the OS allows it). In the mount namespace it makes / private, remounts EVERY
+     mount read-only, mounts an empty read-only tmpfs over the parent's repository, cwd, home, /root, /home and
+     sys.prefix, replaces /dev by a minimal one (null, zero, full, random, urandom, tty, an empty shm), mounts
+     a size-limited tmpfs over the work directory and over every world-writable directory the parent's setup
+     scan found (`_writable_places`: all of / that others can traverse, not a fixed list; here /tmp, /var/tmp,
+     /run/lock), binds /dev/null over world-writable sockets and FIFOs it found, and last mounts an empty
+     tmpfs over / itself: every process keeps its root below it, so to the kernel they are all chrooted and
+     CLONE_NEWUSER fails with EPERM (no user namespace can be created inside the sandbox);
+  2. forks C, PID 1 of the new PID namespace (it remounts /proc, and gets SIGKILL if O dies); when C's child
+     exits, C exits and the kernel kills everything left in the namespace. Without a PID namespace O is a
+     child subreaper that kills and reaps the leftovers itself. Then C (or O) clears the candidate uid's
+     kernel keyrings (`_child_forget`);
+  3. stdio tasks: C's child D sets rlimits (RLIMIT_AS, CPU, FSIZE, NOFILE, NPROC, CORE=0), drops to the slot's
+     unprivileged uid with setgroups/setresgid/setresuid (checks that setuid(0) now fails), empties that uid's
+     keyrings where it has any, clears its dumpable flag, writes the `setup` line, CLOSES the results file and runs the program as
+     __main__, stdin the test input. The parent compares stdout (CRLF -> LF, trailing spaces and trailing blank
+     lines ignored, line-by-line tokens compared exactly, a relative+absolute tolerance only where the expected
+     token looks like a float) and requires exit status 0. Expected outputs never leave the parent;
+  4. call and assert tasks: C's child is T, the tester. T makes two pipes and forks D, the candidate; D closes
+     the results file and the job file, drops as above and sends T one `setup` message, then runs the program
+     and serves T's requests: look up a global name, read an attribute, call an object. Only then does T read
+     the job, drop to the slot's second uid (the tester uid, uid + uid_count: D cannot signal, ptrace or read
+     it) and run the tests, writing `setup`, `load`, one line per test and `done` to the results file.
+Each worker slot has its own pair of uids (not in /etc/passwd, locked with flock across processes), so
+killing "every process of those uids" only ever hits this slot's sandbox, and RLIMIT_NPROC counts only its
+processes. The parent always kills what is left: every process of both uids, then O's process group.
 
-Results channel and nonce. stdio tasks: the candidate is the __main__ program; stdin is the test input; the
-parent compares stdout (CRLF -> LF, trailing spaces and trailing blank lines ignored, line-by-line tokens
-compared exactly, a relative+absolute tolerance only where the expected token looks like a float) and
-requires exit status 0. Expected outputs never leave the parent. call tasks: the child gets the program
-and the argument lists only, calls the entry point on each, and writes each return value as plain JSON
-(tuples become lists; dicts, sets and bytes are tagged; any other type, e.g. an object whose __eq__ is
-always true, becomes a marker that never equals). The parent compares: a tolerance only where the expected
-value is a float, bool is not int, tuples equal lists. assert tasks: `assert f(<literals>) == <literal>`
-(also `is True/False/None`, bare `assert f(...)` and `assert not f(...)`) is parsed by the parent with
-`ast` and run exactly like a call test, so its expected value never enters the child either. Any other
-assert (loops, helper variables, a whole HumanEval `check` function) runs in the child with pristine
-builtins and `entry_point` bound to a wrapper that turns every return value into a fresh plain value
-(a non-plain one raises), and the child reports per-test completion lines `NONCE INDEX STATUS PAYLOAD`.
-The parent accepts a test only on a line carrying that run's nonce, with lines in the exact order
-setup, load, 0, 1, ..., done, and a zero exit status: exiting early (sys.exit(0), os._exit(0), atexit)
-or writing fake lines never passes. The nonce is never on the command line, in the environment or in a
-file the candidate can open (the spec file is unnamed and its fd is closed before the candidate runs); it
-lives only in the harness's local variables and default arguments, and only an f-string of exact strs
-(nothing the candidate could patch) ever touches it. A forked copy of the harness never reports (it checks its pid). Lines come back to an
-O_APPEND file. An audit hook (it cannot be removed) blocks the usual ways to reach the harness's frames or
-memory: sys._getframe (so inspect.stack too), sys._current_frames, traceback.tb_frame, gi_frame/cr_frame/
-ag_frame, sys.settrace/setprofile, gc.get_objects/get_referrers/get_referents, new code objects, every
-ctypes call, opening a file named `mem`, and adding audit hooks. This is best effort: the parsed path does
-not depend on the nonce at all, the raw-assert path does.
+How tests run. call tests, and asserts the parent can parse (`assert f(<literals>) == <literal>`, also `is
+True/False/None`, bare `assert f(...)` and `assert not f(...)`): T sends the arguments, D calls the entry
+point and replies with its return value in an exact-type encoding (`_child_wire`); T decodes it into fresh
+values and writes them in the comparison encoding (`_encode`: tuples become lists; dicts, sets and bytes
+tagged). A return value that is not plain data (an object of the candidate's, e.g. one whose __eq__ is
+always true, an int or str subclass, data nested over 100 deep, an int over 4,300 digits) is runtime_error,
+as is a reply T cannot read (not JSON, too deep, over output_bytes). The parent compares: a tolerance only
+where the expected value is a float, bool is not int, tuples equal lists.
+Expected values never leave the parent. Any other assert (loops, helper variables, a whole HumanEval `check`
+function) runs in T, in a namespace that gets the task's setup, then the names the test uses that neither the
+setup nor the builtins define, looked up in D (data as fresh copies, modules as T's own import, functions
+and classes as `_ChildRemote` proxies that can be called, have attributes read and be passed back, but
+refuse ==, ordering and truth value), and the entry point as a proxy whose every return value must be plain
+data (anything else raises). The test's source and expected values exist only in T (D was forked before T
+read them); T's builtins and modules were never touched by candidate code; the per-test time limit is T's
+own timer. The parent accepts lines in the exact order setup, load, 0, 1, ..., done and a zero exit status.
 
-What is protected (as root on Linux, which is where training runs): the candidate runs as a uid of its
-own, so it cannot read the parent's files that are not world-readable (/root is 0700), cannot signal or
-ptrace the parent or other users' processes, cannot write outside its work directory and world-writable
-places; with the mount namespace it cannot see the repository, home, /root, /home or the venv at all,
-and its /tmp, /var/tmp, /dev/shm and work directory are private size-limited tmpfs; with the network
-namespace it has no network at all (no loopback reach to the host's services); with the PID namespace it
-sees only its own processes and nothing it starts outlives it. Memory (address space), CPU time, file
-size, open files, process count and wall time are bounded; no core dumps; setuid binaries are inert.
+What is protected (as root on Linux, which is where training runs; each has a test in tests/test_sandbox.py):
+  - the verdict. The candidate never holds the results file (D closes it before the program runs; it is an
+    unnamed root-owned 0600 file, so /proc/<pid>/fd cannot reopen it, and T and O are other uids whose fds
+    it cannot see) and never has the tests, so writing "every expected line" and exiting, reading the setup
+    line back, or scanning its own memory gives it nothing. No limit it can read depends on the task: the
+    CPU rlimit is candidate_time_s + 1 for every task, and D has no timer;
+  - the tests' helpers and modules (HumanEval/38's encode_cyclic, HumanEval/32's math.fabs): T runs the
+    task's setup and imports its own modules, so redefining or monkeypatching them in D changes only D;
+  - the host: the candidate runs as a uid of its own, cannot read the parent's files that are not
+    world-readable (/root is 0700), cannot signal or ptrace the parent, the tester or other users' processes;
+    with the mount namespace it cannot see the repository, home, /root, /home or the venv, and cannot write
+    anywhere on the host's filesystems (all read-only; its writable places are private tmpfs that vanish with
+    it, so nothing carries over to the next run); no GPU or other device beyond the six above, no host
+    socket or FIFO found by the scan, no host network (network namespace), no host SysV IPC or POSIX
+    message queue (IPC namespace), no user namespace, no processes that outlive it (PID namespace), and its
+    uid's keyrings are emptied before and after each run. Memory (address space), CPU time, file size, open
+    files, process count and wall time are bounded; no core dumps; setuid binaries are inert.
 
-What is NOT protected: there is no seccomp filter, so every syscall the kernel allows an unprivileged
-user is available (kernel bugs are in scope); world-readable files outside the hidden paths (/etc, /usr,
-/opt, /work/shared here) are readable; CPU and cache side channels, and the machine's load, are shared;
-without a mount namespace the candidate can fill the disk through its work directory and /tmp (each file
-is capped by RLIMIT_FSIZE, not their number; its leftovers in /tmp, /var/tmp and /dev/shm are deleted by
-uid after the run) and can read world-readable files in the repository. Raw asserts run in the same
-interpreter as the candidate: it can monkeypatch stdlib modules the test code imports (math, random,
-...), redefine helper functions the test uses that come from the prompt, and a determined program can
-still recover the nonce (e.g. through /proc/self/mem opened relative to a directory fd, or crafted
-bytecode via marshal); only parsed asserts and call/stdio tests are robust to that. The audit hook also
-refuses those operations to honest programs (sys._getframe raises ValueError, which namedtuple, enum, typing
-and logging expect; traceback printing fails). The child's interpreter is sys.executable when the sandbox
-uid can run it, else the system's python3 (here /root/.pyenv is 0700): it may be another Python version
-than the trainer's, and a program using newer syntax then fails with `parse_error`. Not root: no uid
-drop (the candidate can read and signal everything the user can, unless a user+PID namespace is
-available), and RLIMIT_NPROC counts all the user's processes (we add the current count).
+What is NOT protected:
+  - there is no seccomp filter: every syscall the kernel allows an unprivileged user is available (kernel
+    bugs are in scope), and so is kernel state that is per uid or global rather than per namespace, beyond
+    the keyrings we clear (e.g. inotify and pending-signal quotas while it runs); world-readable files
+    outside the hidden paths (/etc, /usr, /opt, /work/shared here) are readable; CPU and cache side channels,
+    and the machine's load, are shared;
+  - a world-writable socket or FIFO the scan did not reach within SCAN_BUDGET_S (or created after the
+    parent's setup) is still connectable; a world-writable directory it did not reach is read-only, not
+    writable, so honest programs cannot use it;
+  - raw asserts: a test can only call, read attributes of and pass back the candidate's objects; one that
+    compares or tests the truth of a candidate object, passes the candidate a function or another object of
+    its own, or relies on the candidate mutating an argument in place fails (runtime_error or mismatch).
+    A task without `setup` gets helper functions it does not define from the candidate (proxies the candidate
+    controls): HumanEval/38 then passes with a wrong decode_cyclic. tasks.humaneval_tasks and
+    hubdata's HumanEval mapper (the Hub's rows and tasks.embedded_humaneval) set it; any loader of prompt-based
+    tasks must. A setup that fails at run time is the candidate's runtime_error;
+  - an honest function returning an int over 4,300 digits, data nested over 100 deep, or a subclass of a
+    plain type (OrderedDict, Counter, an IntEnum) gets runtime_error;
+  - without a mount namespace the candidate can fill the disk through its work directory and world-writable
+    directories (each file is capped by RLIMIT_FSIZE, not their number; its leftovers there are deleted by uid
+    after the run), can read world-readable files in the repository, and can create user namespaces; without
+    a PID namespace it can see the host's processes. The child's interpreter is sys.executable when the
+    sandbox uid can run it, else the system's python3 (here /root/.pyenv is 0700): it may be another Python
+    version than the trainer's, and a program using newer syntax then fails with `parse_error`;
+  - not root, the verdict itself is not protected: no uid drop and no tester uid, so the candidate can read
+    and signal everything the user can (the parent's results file through /proc when there is no PID
+    namespace; inside a user namespace it has every capability there, so it can ptrace the tester); no
+    keyring clearing; RLIMIT_NPROC counts all the user's processes (we add the current count).
 """
 from __future__ import annotations
 
@@ -97,7 +126,6 @@ import builtins
 import collections
 import concurrent.futures
 import fcntl
-import hmac
 import inspect
 import json
 import logging
@@ -105,7 +133,6 @@ import math
 import os
 import re
 import resource
-import secrets
 import select
 import shutil
 import signal
@@ -124,11 +151,10 @@ log = logging.getLogger(__name__)
 CODE_REASONS = ("correct", "no_answer", "mismatch", "parse_error", "timeout", "runtime_error", "bad_task",
                 "sandbox_error")
 UID_BASE = int(os.environ.get("SDZERO_SANDBOX_UID_BASE", "61000"))  # Debian's 60000-64999 block: no login users
-UID_COUNT = 64  # one uid per concurrently running sandbox
+UID_COUNT = 64  # concurrently running sandboxes; each uses two uids (candidate, tester)
 MAX_PROGRAM_CHARS = 100_000
 CACHE_SIZE = 4096
 DEFAULT_FLOAT_TOL = 1e-6
-SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: private tmpfs in the mount namespace
 CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -140,17 +166,17 @@ class Limits:
     output_bytes: int = 8 << 20  # RLIMIT_FSIZE: caps stdout, stderr and the results file each
     processes: int = 64  # RLIMIT_NPROC: processes + threads of the sandbox uid
     open_files: int = 64  # RLIMIT_NOFILE
-    scratch_mb: int = 32  # size of each private tmpfs (work dir, /tmp, /var/tmp, /dev/shm)
+    scratch_mb: int = 32  # size of each private tmpfs (work dir, /dev/shm, each world-writable directory)
     startup_slack_s: float = 2.0  # added to the parent's hard deadline: interpreter start, isolation setup
 
 
 @dataclass(frozen=True)
 class Isolation:
     drop_privileges: bool | None = None  # None: drop when running as root
-    uid_base: int = UID_BASE  # sandbox uids are uid_base .. uid_base + uid_count - 1
+    uid_base: int = UID_BASE  # candidate uids: uid_base + slot; tester uids: uid_base + uid_count + slot
     uid_count: int = UID_COUNT
     python: str | None = None  # child interpreter; None: $SDZERO_SANDBOX_PYTHON or the first one the uid can run
-    namespaces: bool = True  # mount/network/PID namespaces where the OS allows them
+    namespaces: bool = True  # mount/network/PID/IPC namespaces where the OS allows them
     hide: tuple[str, ...] = ()  # more directories to hide in the mount namespace
 
 
@@ -188,6 +214,7 @@ class _Plan:
     tests: tuple
     entry_point: str | None
     float_tol: float
+    setup: str | None = None  # trusted source the tester runs before each raw test (the prompt's helpers)
 
 
 def _plan(task) -> _Plan:
@@ -208,10 +235,16 @@ def _plan(task) -> _Plan:
     entry_point = task.get("entry_point")
     if not isinstance(entry_point, str) or not entry_point.isidentifier():
         raise _BadTask("entry_point")
+    setup = task.get("setup")
+    if setup is not None:
+        try:
+            compile(setup, "<setup>", "exec", dont_inherit=True)
+        except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+            raise _BadTask("setup does not compile") from None
     if kind == "call":
-        return _Plan("tests", tuple(_call_test(t) for t in tests), entry_point, float(tol))
+        return _Plan("tests", tuple(_call_test(t) for t in tests), entry_point, float(tol), setup)
     if kind == "assert":
-        return _Plan("tests", tuple(_assert_test(t, entry_point) for t in tests), entry_point, float(tol))
+        return _Plan("tests", tuple(_assert_test(t, entry_point) for t in tests), entry_point, float(tol), setup)
     raise _BadTask(f"kind {kind!r}")
 
 
@@ -401,6 +434,8 @@ class _Setup:
     uid_count: int
     namespaces: bool
     hide: tuple[str, ...]
+    writable: tuple[str, ...] = ()  # world-writable directories found at setup: each gets a private tmpfs
+    specials: tuple[str, ...] = ()  # world-writable sockets and FIFOs found at setup: /dev/null is bound over each
 
 
 _SETUPS: dict = {}
@@ -424,14 +459,81 @@ def _hidden_paths(isolation: Isolation) -> tuple[str, ...]:
     return tuple(dict.fromkeys(os.path.realpath(p) for p in paths if p and os.path.realpath(p) != "/"))
 
 
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount, from /proc/self/mountinfo."""
+    found = []
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                fields = line.split()
+                if b"-" in fields:
+                    point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
+                    found.append((os.fsdecode(point), fields[fields.index(b"-") + 1].decode("ascii", "replace")))
+    except (OSError, IndexError):
+        pass
+    return found
+
+
+def _writable_places(skip: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """World-writable directories, and world-writable sockets and FIFOs, that another uid could reach.
+
+    Breadth first from /, descending only into directories others may traverse, not into a world-writable one
+    (its tmpfs covers everything under it), nor into `skip`, /proc, /sys, /dev (replaced in the sandbox) or a
+    pseudo filesystem. Bounded by SCAN_BUDGET_S: what it does not reach stays read-only, never writable.
+    """
+    skip = set(skip) | set(_REPLACED) | {point for point, fstype in _mounts() if fstype in _PSEUDO_FS}
+    dirs, specials = [], []
+    queue, end = collections.deque(["/"]), time.monotonic() + SCAN_BUDGET_S
+    while queue:
+        if time.monotonic() > end:
+            log.warning("sandbox: the world-writable scan stopped after %.0f s; the rest stays read-only", SCAN_BUDGET_S)
+            break
+        try:
+            with os.scandir(queue.popleft()) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
+            if e.path in skip:
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    mode = e.stat(follow_symlinks=False).st_mode
+                    if mode & 0o003 == 0o003:  # others may create files in it
+                        dirs.append(e.path)
+                    elif mode & 0o001:
+                        queue.append(e.path)
+                elif not e.is_file(follow_symlinks=False) and not e.is_symlink():
+                    mode = e.stat(follow_symlinks=False).st_mode
+                    if (stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode)) and mode & 0o002:
+                        specials.append(e.path)
+            except OSError:
+                pass
+    return tuple(sorted(dirs)), tuple(sorted(specials))
+
+
+_REPLACED = ("/proc", "/sys", "/dev")  # a fresh /proc, a read-only /sys and a minimal /dev in the sandbox
+_PSEUDO_FS = frozenset(("proc", "sysfs", "cgroup", "cgroup2", "devpts", "devtmpfs", "debugfs", "tracefs", "securityfs",
+                        "pstore", "bpf", "configfs", "fusectl", "binfmt_misc", "mqueue", "hugetlbfs", "autofs",
+                        "efivarfs", "selinuxfs", "nsfs", "rpc_pipefs"))
+SCAN_BUDGET_S = 10.0
+
 _PROBE_PROGRAM = "import collections, fractions, heapq, itertools, math, re\nprint(sum(range(4)))\n"
+_PROBE_JOB = {"entry_point": "f", "setup": None, "fail_fast": True, "time_limit": 10.0,
+              "tests": [{"args": "[1]", "kwargs": "{}"}]}
 
 
 def _probe(setup: _Setup) -> dict | None:
-    """Run a trivial program in this setup; the child's own report of its isolation, or None if it fails."""
-    run = _run({"mode": "stdio", "program": _PROBE_PROGRAM}, b"", Limits(time_limit_s=10.0), setup,
-               time.monotonic() + 30.0)
+    """Run a trivial program in both modes; the child's own report of its isolation, or None if either fails."""
+    limits, deadline = Limits(time_limit_s=10.0), time.monotonic() + 30.0
+    run = _run({"mode": "stdio", "program": _PROBE_PROGRAM}, None, b"", limits, setup, deadline)
     ok = run.setup is not None and run.returncode == 0 and run.stdout.strip() == b"6"
+    if ok:  # the tests mode adds the tester's uid: it must be able to run the interpreter too
+        tests = _run({"mode": "tests", "program": "def f(x):\n    return x + 1\n"}, _PROBE_JOB, b"", limits, setup, deadline)
+        ok = (tests.returncode == 0 and [line[:2] for line in tests.lines] == [("setup", "ok"), ("load", "ok"),
+                                                                            ("0", "ok"), ("done", "ok")]
+              and tests.lines[2][2] == "2")
+        run = run if ok else tests
     if not ok:
         log.debug("sandbox probe failed for %s: rc=%s stderr=%s", setup, run.returncode, run.stderr[-2000:])
     return run.setup if ok else None
@@ -447,19 +549,21 @@ def _setup(isolation: Isolation) -> _Setup:
             log.warning("sandbox: cannot drop privileges when not root; running candidates as uid %d", os.geteuid())
             drop = False
         hide = _hidden_paths(isolation)
+        writable, specials = _writable_places(hide)
         tries = [(py, isolation.uid_base if drop else None) for py in _python_candidates(isolation)]
         if drop:  # degrade rather than fail closed: a reward that is always 0 would silently stall training
             tries += [(py, None) for py in _python_candidates(isolation)]
         chosen, info = None, None
         for python, uid_base in tries:
-            candidate = _Setup(python, uid_base, isolation.uid_count, isolation.namespaces, hide)
+            candidate = _Setup(python, uid_base, isolation.uid_count, isolation.namespaces, hide, writable, specials)
             info = _probe(candidate)
             if info is not None:
                 chosen = candidate
                 break
         if chosen is None:
             log.error("sandbox: no working child interpreter (tried %s); every code check will fail", tries)
-            chosen, info = _Setup(tries[0][0], tries[0][1], isolation.uid_count, isolation.namespaces, hide), {}
+            chosen, info = _Setup(tries[0][0], tries[0][1], isolation.uid_count, isolation.namespaces, hide,
+                                  writable, specials), {}
         elif drop and chosen.uid_base is None:
             log.warning("sandbox: no interpreter the sandbox uid can run; candidates run WITHOUT a privilege drop")
         _SETUPS[isolation], _SETUP_INFO[isolation] = chosen, info
@@ -467,18 +571,21 @@ def _setup(isolation: Isolation) -> _Setup:
 
 
 def sandbox_info(isolation: Isolation | None = None) -> dict:
-    """What this machine gives: interpreter, uids, and the namespaces the child really got (from a probe)."""
+    """What this machine gives: interpreter, uids, and the isolation the child really got (from a probe)."""
     isolation = isolation or Isolation()
     setup = _setup(isolation)
     info = dict(_SETUP_INFO.get(isolation) or {})
-    info.update(python=setup.python, drop_privileges=setup.uid_base is not None,
-                uids=list(range(setup.uid_base, setup.uid_base + setup.uid_count)) if setup.uid_base is not None else [],
+    base = setup.uid_base
+    info.update(python=setup.python, drop_privileges=base is not None, world_writable=list(setup.writable),
+                uids=list(range(base, base + 2 * setup.uid_count)) if base is not None else [],
                 working=bool(_SETUP_INFO.get(isolation)))
     return info
 
 
 class _UidSlots:
-    """Hands out sandbox uids, one per running sandbox, exclusive across threads (a set) and processes (flock)."""
+    """Hands out sandbox uids, one per running sandbox, exclusive across threads (a set) and processes (flock).
+
+    Slot uid u runs the candidate; u + count runs its tester."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -511,6 +618,7 @@ class _UidSlots:
                     if uid not in self._swept:  # leftovers of a crashed earlier run hold this uid's NPROC
                         self._swept.add(uid)
                         _kill_uid(uid)
+                        _kill_uid(uid + count)
                     return uid, fd
             time.sleep(0.01)
 
@@ -574,9 +682,9 @@ def _kill_uid(uid: int) -> None:
     log.warning("sandbox: processes of uid %d survive SIGKILL", uid)
 
 
-def _clean_scratch(uid: int) -> None:
-    """Without a mount namespace the candidate's files in /tmp etc. are real: delete the ones it owns."""
-    for d in SCRATCH_DIRS:
+def _clean_scratch(uid: int, dirs: tuple[str, ...]) -> None:
+    """Without a mount namespace the candidate's files in world-writable places are real: delete the ones it owns."""
+    for d in dirs:
         try:
             entries = list(os.scandir(d))
         except OSError:
@@ -600,7 +708,7 @@ def _clean_scratch(uid: int) -> None:
 @dataclass
 class _Run:
     returncode: int | None
-    lines: list  # (index, status, payload) of the result lines that carry this run's nonce, in order
+    lines: list  # (index, status, payload) of the results file, in order
     stdout: bytes
     stderr: bytes
     timed_out: bool  # the parent's hard deadline passed
@@ -622,7 +730,7 @@ def _boot():
         spec = json.loads(f.read())
     g = {"__name__": "sdzero_harness", "__builtins__": dict(builtins.__dict__)}
     exec(spec.pop("harness"), g)
-    g["_child_main"](spec, int(sys.argv[2]))
+    g["_child_main"](spec, int(sys.argv[2]), int(sys.argv[3]))
 _boot()
 """
 
@@ -630,7 +738,7 @@ _boot()
 def _harness_source() -> str:
     global _HARNESS
     if _HARNESS is None:
-        parts = ["import builtins, json, os, resource, signal, sys\n"]
+        parts = ["import ast, builtins, ctypes, json, os, re, resource, signal, sys, time\n"]
         parts += [inspect.getsource(f) for f in _CHILD_FUNCTIONS]
         _HARNESS = "\n\n".join(parts)
     return _HARNESS
@@ -671,11 +779,11 @@ def _wait_exit(pid: int, deadline: float) -> bool:
             os.close(pidfd)
 
 
-def _terminate(proc: subprocess.Popen, uid: int | None, exited: bool) -> None:
+def _terminate(proc: subprocess.Popen, uids: tuple, exited: bool) -> None:
     """Kill whatever is left of a sandbox, whatever happened, and reap the harness."""
     if not exited:
-        if uid is not None:
-            _kill_uid(uid)  # the candidate and all its descendants; the harness then exits by itself
+        for uid in uids:
+            _kill_uid(uid)  # the candidate and all its descendants, the tester; the harness then exits by itself
         try:
             os.kill(proc.pid, signal.SIGTERM)  # the harness kills its child (PID-namespace init) and exits
         except OSError:
@@ -686,7 +794,7 @@ def _terminate(proc: subprocess.Popen, uid: int | None, exited: bool) -> None:
     except OSError:
         pass
     proc.wait()
-    if uid is not None:
+    for uid in uids:
         _kill_uid(uid)  # stragglers that left the process group
 
 
@@ -695,49 +803,74 @@ def _read_capped(f, cap: int) -> bytes:
     return f.read(cap)
 
 
-def _parse_results(data: bytes, nonce: str) -> list:
-    lines = []
-    for raw in data.split(b"\n"):
-        parts = raw.decode("utf-8", "replace").split(" ", 3)
-        if len(parts) == 4 and hmac.compare_digest(parts[0], nonce):
-            lines.append(tuple(parts[1:]))
-    return lines
+def _parse_results(data: bytes) -> list:
+    return [tuple(parts) for parts in (raw.decode("utf-8", "replace").split(" ", 2) for raw in data.split(b"\n"))
+            if len(parts) == 3]
 
 
-def _run(spec: dict, stdin: bytes, limits: Limits, setup: _Setup, deadline: float) -> _Run:
-    """Run the harness once in a fresh sandbox; returns when it has exited and everything it started is dead."""
+def _write_only(fd: int) -> int:
+    """The same file reopened O_WRONLY|O_APPEND: the child's only handle on its results can neither read nor seek."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except OSError:
+        dup = os.dup(fd)
+        fcntl.fcntl(dup, fcntl.F_SETFL, fcntl.fcntl(dup, fcntl.F_GETFL) | os.O_APPEND)
+        return dup
+
+
+def _setup_report(lines: list) -> dict | None:
+    if not lines or lines[0][:2] != ("setup", "ok"):
+        return None
+    try:
+        report = json.loads(lines[0][2])
+    except Exception:  # noqa: BLE001 (RecursionError too: never a traceback in the parent)
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def _run(spec: dict, job: dict | None, stdin: bytes, limits: Limits, setup: _Setup, deadline: float) -> _Run:
+    """Run the harness once in a fresh sandbox; returns when it has exited and everything it started is dead.
+
+    `spec` (mode, program) is what the whole sandbox may know; `job` (entry point, setup, tests, time limit) goes
+    to the tester only, on its own file, read after the candidate's process has been forked.
+    """
     uid, lock_fd = _SLOTS.acquire(setup.uid_base, setup.uid_count) if setup.uid_base is not None else (None, None)
+    tester = uid + setup.uid_count if uid is not None else None
     workdir = tempfile.mkdtemp(prefix="sdzero-sbx-")
     try:
         if uid is not None:
             os.chown(workdir, uid, uid)
-        nonce = secrets.token_hex(16)
-        n_timed = len(spec.get("tests", ())) + 1
-        spec = dict(spec, nonce=nonce, harness=_harness_source(), time_limit=limits.time_limit_s, isolate={
-            "uid": uid, "namespaces": setup.namespaces, "hide": list(setup.hide), "scratch": list(SCRATCH_DIRS),
-            "scratch_mb": limits.scratch_mb, "workdir": workdir, "memory_mb": limits.memory_mb,
-            "output_bytes": limits.output_bytes, "processes": limits.processes, "open_files": limits.open_files,
-            "cpu_s": math.ceil(min(limits.candidate_time_s, limits.time_limit_s * n_timed)) + 1})
-        with tempfile.TemporaryFile() as spec_f, tempfile.TemporaryFile() as results_f, \
+        spec = dict(spec, harness=_harness_source(), isolate={
+            "uid": uid, "tester": tester, "namespaces": setup.namespaces, "hide": list(setup.hide),
+            "writable": list(setup.writable), "specials": list(setup.specials), "scratch_mb": limits.scratch_mb,
+            "workdir": workdir, "memory_mb": limits.memory_mb, "output_bytes": limits.output_bytes,
+            "processes": limits.processes, "open_files": limits.open_files,
+            "cpu_s": math.ceil(limits.candidate_time_s) + 1})  # the same for every task: it reveals nothing
+        with tempfile.TemporaryFile() as spec_f, tempfile.TemporaryFile() as job_f, tempfile.TemporaryFile() as results_f, \
                 tempfile.TemporaryFile() as in_f, tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
             spec_f.write(json.dumps(spec).encode())
             spec_f.seek(0)
+            job_f.write(json.dumps(job or {}).encode())
+            job_f.seek(0)
             in_f.write(stdin)
             in_f.seek(0)
-            fcntl.fcntl(results_f.fileno(), fcntl.F_SETFL, fcntl.fcntl(results_f.fileno(), fcntl.F_GETFL) | os.O_APPEND)
-            argv = [setup.python, "-I", "-S", "-B", "-X", "utf8", "-c", _BOOT, str(spec_f.fileno()), str(results_f.fileno())]
+            results_w = _write_only(results_f.fileno())
+            fds = (spec_f.fileno(), results_w, job_f.fileno())
+            argv = [setup.python, "-I", "-S", "-B", "-X", "utf8", "-c", _BOOT, *map(str, fds)]
             try:
                 proc = subprocess.Popen(argv, stdin=in_f, stdout=out_f, stderr=err_f, cwd=workdir, env=_child_env(workdir),
-                                        pass_fds=(spec_f.fileno(), results_f.fileno()), start_new_session=True)
+                                        pass_fds=fds, start_new_session=True)
             except OSError as e:
                 return _Run(None, [], b"", str(e).encode(), False, None)
+            finally:
+                os.close(results_w)
             exited = _wait_exit(proc.pid, deadline)
-            _terminate(proc, uid, exited)
-            lines = _parse_results(_read_capped(results_f, limits.output_bytes), nonce)
+            _terminate(proc, tuple(u for u in (uid, tester) if u is not None), exited)
+            lines = _parse_results(_read_capped(results_f, limits.output_bytes))
             stdout, stderr = _read_capped(out_f, limits.output_bytes), _read_capped(err_f, 1 << 16)
-        setup_info = next((json.loads(p) for i, s, p in lines[:1] if i == "setup" and s == "ok"), None)
+        setup_info = _setup_report(lines)
         if uid is not None and setup_info is not None and not setup_info.get("mntns"):
-            _clean_scratch(uid)
+            _clean_scratch(uid, ("/tmp", "/var/tmp", "/dev/shm", *setup.writable))
         return _Run(proc.returncode, lines, stdout, stderr, not exited, setup_info)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -767,7 +900,8 @@ def _check_stdio(program: str, plan: _Plan, limits: Limits, setup: _Setup, deadl
         if time.monotonic() >= end:
             return first_failure or Verdict(False, "timeout", program)
         test_deadline = min(end, time.monotonic() + limits.time_limit_s + limits.startup_slack_s)
-        run = _run({"mode": "stdio", "program": program}, stdin.encode("utf-8", "replace"), limits, setup, test_deadline)
+        run = _run({"mode": "stdio", "program": program}, None, stdin.encode("utf-8", "replace"), limits, setup,
+                   test_deadline)
         verdict = _stdio_verdict(run, want, plan.float_tol, program)
         if not verdict.correct:
             if fail_fast:
@@ -777,6 +911,7 @@ def _check_stdio(program: str, plan: _Plan, limits: Limits, setup: _Setup, deadl
 
 
 def _test_outcome(test: _Test, status: str, payload: str, tol: float) -> str:
+    """One result line against what the parent expects. Any failure to read it is the candidate's runtime_error."""
     if status == "fail":
         return "mismatch"
     if status in ("error", "timeout"):
@@ -787,10 +922,10 @@ def _test_outcome(test: _Test, status: str, payload: str, tol: float) -> str:
         return "correct"
     try:
         got = json.loads(payload)
-    except ValueError:
-        return "mismatch"
-    how, want = test.expect
-    ok = _same(got, want, tol) if how == "eq" else _truthy(got) is want
+        how, want = test.expect
+        ok = _same(got, want, tol) if how == "eq" else _truthy(got) is want
+    except Exception:  # noqa: BLE001 (RecursionError, MemoryError, ...: never the parent's traceback)
+        return "runtime_error"
     return "correct" if ok else "mismatch"
 
 
@@ -800,7 +935,7 @@ def _tests_verdict(run: _Run, plan: _Plan, program: str) -> Verdict:
     cut_short = "timeout" if run.timed_out or run.signal() == signal.SIGXCPU else "runtime_error"
     order = ["setup", "load", *map(str, range(len(plan.tests))), "done"]
     names = [index for index, _, _ in run.lines]
-    if names != order[:len(names)]:  # duplicated or reordered lines: only a forged or forked writer does that
+    if names != order[:len(names)]:  # only the tester writes this file: a broken order is a harness failure
         return Verdict(False, "runtime_error", program)
     by_index = {index: (status, payload) for index, status, payload in run.lines}
     load = by_index.get("load")
@@ -820,10 +955,10 @@ def _tests_verdict(run: _Run, plan: _Plan, program: str) -> Verdict:
 
 
 def _check_tests(program: str, plan: _Plan, limits: Limits, setup: _Setup, deadline: float, fail_fast: bool) -> Verdict:
-    spec = {"mode": "tests", "program": program, "entry_point": plan.entry_point, "fail_fast": fail_fast,
-            "tests": [t.child for t in plan.tests]}
+    job = {"entry_point": plan.entry_point, "setup": plan.setup, "fail_fast": fail_fast,
+           "time_limit": limits.time_limit_s, "tests": [t.child for t in plan.tests]}
     budget = min(limits.candidate_time_s, limits.time_limit_s * (len(plan.tests) + 1)) + limits.startup_slack_s
-    run = _run(spec, b"", limits, setup, min(deadline, time.monotonic() + budget))
+    run = _run({"mode": "tests", "program": program}, job, b"", limits, setup, min(deadline, time.monotonic() + budget))
     return _tests_verdict(run, plan, program)
 
 
@@ -973,37 +1108,43 @@ def check_code_batch(responses, tasks, *, workers: int | None = None, budget_s: 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Child side. These functions run inside the sandbox: their source is shipped to the child and executed
-# in a private globals dict, with its own copy of the builtins. Stdlib only; no module-level state. After
-# the candidate has run, harness code only uses locals, default arguments bound before the candidate ran,
-# and its private globals, so patching builtins or modules cannot change what the harness reports.
+# Child side. These functions run inside the sandbox: their source is shipped to the child and executed in a
+# private globals dict. Stdlib only; no module-level state. Three processes matter (see the module docstring):
+# O sets up the isolation as root; T, the tester, holds the results file and the tests; D, the candidate,
+# runs the program and answers T's requests. Nothing D sends is taken as fact except its first message,
+# written before the program exists.
 
 
-def _child_main(spec, results_fd):
-    """Runs in process O (as root when the parent is root). Returns only in D, the candidate's process."""
-    nonce = spec.pop("nonce")
-    isolation = _child_isolate(spec["isolate"])
-    _child_report(results_fd, nonce, "setup", "ok", json.dumps(isolation))
+def _child_main(spec, results_fd, job_fd):
+    """Runs in O (as root when the parent is root). Returns only in D, the candidate's process."""
+    iso = spec["isolate"]
+    info, libc, root = _child_isolate(iso)  # returns in the runner: D for stdio, T for tests, still privileged
     if spec["mode"] == "stdio":
-        del nonce
+        os.close(job_fd)
+        _child_limit_and_drop(iso, libc, root, iso["uid"])
+        if iso["uid"] is not None:  # what an earlier run of this uid left in the kernel's keyrings
+            _child_clear_keys(libc)
+        info["uid"] = os.getuid()
+        os.write(results_fd, ("setup ok " + json.dumps(info) + "\n").encode())
+        os.close(results_fd)  # before the program runs: it never holds a handle on its results
         _child_stdio(spec["program"])
     else:
-        _child_tests(spec, nonce, results_fd)
+        _child_tester(spec["program"], iso, libc, root, info, results_fd, job_fd)
 
 
 def _child_isolate(iso):
-    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: setuid binaries stay inert
     root = os.geteuid() == 0
-    got = {"netns": False, "mntns": False, "pidns": False, "userns": False, "hidden": []}
+    got = {"netns": False, "mntns": False, "pidns": False, "ipcns": False, "userns": False, "hidden": []}
     if iso["namespaces"]:
         got.update(_child_unshare(libc, root))
     if got["mntns"]:
-        hidden = _child_mounts(libc, iso)
-        got["mntns"], got["hidden"] = hidden is not None, hidden or []
+        mounted = _child_mounts(libc, iso)
+        got["mntns"] = mounted is not None
+        got.update(mounted or {})
     signal.signal(signal.SIGTERM, lambda *_: (_child_kill_children(), os._exit(143)))  # the parent's stop
     if got["pidns"]:
         c = os.fork()  # C becomes PID 1 of the new PID namespace
@@ -1015,27 +1156,26 @@ def _child_isolate(iso):
             libc.mount(b"proc", b"/proc", b"proc", 2 | 4 | 8, None)
     else:
         libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: D's orphans come back to us
-    d = os.fork()
-    if d:
-        status = _child_reap_until(d)
-        if not got["pidns"]:
-            _child_kill_children()
+    r = os.fork()
+    if r:  # C (or O): once the runner exits, nothing of the candidate may run, then its uid's keyrings go
+        status = _child_reap_until(r)
+        _child_kill_children()
+        _child_forget(iso, libc)
         os._exit(_child_exit_code(status))
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _child_limit_and_drop(iso, libc, root)
-    got["uid"] = os.getuid()
     got["python"] = sys.executable
-    return got
+    return got, libc, root
 
 
 def _child_unshare(libc, root):
-    newns, newnet, newpid, newuser = 0x20000, 0x40000000, 0x20000000, 0x10000000
-    if not root:  # a user namespace gives an unprivileged user its own network and PID namespaces
-        ok = libc.unshare(newuser | newnet | newpid) == 0
-        return {"userns": ok, "netns": ok, "pidns": ok}
-    if libc.unshare(newns | newnet | newpid) == 0:
-        return {"mntns": True, "netns": True, "pidns": True}
-    return {name: libc.unshare(flag) == 0 for name, flag in (("mntns", newns), ("netns", newnet), ("pidns", newpid))}
+    newns, newnet, newpid, newipc, newuser = 0x20000, 0x40000000, 0x20000000, 0x08000000, 0x10000000
+    if not root:  # a user namespace gives an unprivileged user its own network, PID and IPC namespaces
+        ok = libc.unshare(newuser | newnet | newpid | newipc) == 0
+        return {"userns": ok, "netns": ok, "pidns": ok, "ipcns": ok}
+    if libc.unshare(newns | newnet | newpid | newipc) == 0:
+        return {"mntns": True, "netns": True, "pidns": True, "ipcns": True}
+    return {name: libc.unshare(flag) == 0
+            for name, flag in (("mntns", newns), ("netns", newnet), ("pidns", newpid), ("ipcns", newipc))}
 
 
 def _child_within(path, root):
@@ -1043,26 +1183,83 @@ def _child_within(path, root):
 
 
 def _child_mounts(libc, iso):
-    """Hide the parent's files and give the candidate private scratch space: the hidden paths, None if / could
-    not be made private (then nothing is mounted)."""
-    rdonly, nosuid, nodev, noexec, rec, private = 1, 2, 4, 8, 16384, 1 << 18
+    """The candidate's view of the files: every mount read-only, the parent's files hidden, a minimal /dev, a
+    private tmpfs over every world-writable directory found at setup and over the work directory, /dev/null
+    over world-writable sockets and FIFOs, and last an empty mount over / itself. What it did, or None if /
+    could not be made private (then nothing is mounted)."""
+    rdonly, nosuid, nodev, noexec, bind, rec, private = 1, 2, 4, 8, 4096, 16384, 1 << 18
     if libc.mount(b"none", b"/", None, rec | private, None) != 0:
         return None  # without a private /, our mounts would propagate to the host
     workdir, uid, mb = iso["workdir"], iso["uid"], iso["scratch_mb"]
+    done = {"writable_mounts": _child_read_only(libc), "hidden": [], "scratch": []}
     keep = [os.path.dirname(os.__file__), os.path.realpath(sys.executable), sys.base_prefix, sys.exec_prefix]
-    hidden = []
     for path in iso["hide"]:
         if (os.path.isdir(path) and not any(_child_within(k, path) for k in keep + [workdir])
                 and libc.mount(b"tmpfs", path.encode(), b"tmpfs", rdonly | nosuid | nodev | noexec, b"size=4k,mode=000") == 0):
-            hidden.append(path)
-    for path in iso["scratch"]:
-        if os.path.isdir(path) and not any(_child_within(k, path) for k in keep):
-            libc.mount(b"tmpfs", path.encode(), b"tmpfs", nosuid | nodev, f"size={mb}m,mode=1777".encode())
+            done["hidden"].append(path)
+    done["dev"] = _child_dev(libc)
+    for path in ["/dev/shm", *iso["writable"]]:
+        if (os.path.isdir(path) and not any(_child_within(k, path) for k in keep)
+                and libc.mount(b"tmpfs", path.encode(), b"tmpfs", nosuid | nodev, f"size={mb}m,mode=1777".encode()) == 0):
+            done["scratch"].append(path)
     os.makedirs(workdir, mode=0o700, exist_ok=True)
     owner = f",uid={uid},gid={uid}" if uid is not None else ""
     if libc.mount(b"tmpfs", workdir.encode(), b"tmpfs", nosuid | nodev, f"size={mb}m,mode=700{owner}".encode()) == 0:
         os.chdir(workdir)
-    return hidden
+    for path in iso["specials"]:  # a socket or FIFO is reachable on a read-only mount: a host service listens
+        libc.mount(b"/dev/null", path.encode(), None, bind, None)
+    # Every process keeps its root on the mount below, so the namespace's root no longer is any process's root:
+    # the kernel then refuses CLONE_NEWUSER ("chrooted"), which is what would let the candidate undo any of this.
+    done["userns_blocked"] = libc.mount(b"tmpfs", b"/", b"tmpfs", rdonly | nosuid | nodev | noexec, b"size=4k,mode=000") == 0
+    return done
+
+
+def _child_read_only(libc):
+    """Remount every mount read-only; the mount points still writable after that (none, normally). A remount
+    replaces the mount's flags, so its nosuid/nodev/noexec/atime ones are passed again, or they would be lost."""
+    flags_of = {b"nosuid": 2, b"nodev": 4, b"noexec": 8, b"noatime": 1024, b"nodiratime": 2048, b"relatime": 1 << 21,
+                b"nosymfollow": 256}
+    points = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split()
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
+            flags = 32 | 4096 | 1  # MS_REMOUNT | MS_BIND | MS_RDONLY
+            for option in fields[5].split(b","):
+                flags |= flags_of.get(option, 0)
+            libc.mount(None, point, None, flags, None)
+            points.append(point)
+    writable = []
+    for point in dict.fromkeys(points):
+        try:
+            if not os.statvfs(point).f_flag & os.ST_RDONLY:
+                writable.append(os.fsdecode(point))
+        except OSError:
+            pass
+    return writable
+
+
+def _child_dev(libc):
+    """A fresh /dev holding only null, zero, full, random, urandom and tty (bind mounts of the host's nodes),
+    the usual /proc/self/fd links and an empty shm: no GPU, fuse, kvm, tun, log socket or kmsg."""
+    nodes = {}
+    for name in ("null", "zero", "full", "random", "urandom", "tty"):
+        try:
+            nodes[name] = os.open("/dev/" + name, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            pass
+    ok = libc.mount(b"tmpfs", b"/dev", b"tmpfs", 2 | 8, b"size=64k,mode=755") == 0  # nosuid, noexec
+    for name, fd in nodes.items():
+        if ok:
+            os.close(os.open("/dev/" + name, os.O_CREAT | os.O_WRONLY, 0o666))
+            ok = libc.mount(f"/proc/self/fd/{fd}".encode(), ("/dev/" + name).encode(), None, 4096, None) == 0
+        os.close(fd)
+    if ok:
+        for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                             ("stderr", "/proc/self/fd/2")):
+            os.symlink(target, "/dev/" + name)
+        os.mkdir("/dev/shm")
+    return ok
 
 
 def _child_exit_code(status):
@@ -1102,8 +1299,8 @@ def _child_kill_children():
             return
 
 
-def _child_limit_and_drop(iso, libc, root):
-    """In D: rlimits, then the uid drop, then prove it cannot be undone."""
+def _child_limit_and_drop(iso, libc, root, uid):
+    """rlimits, then the drop to `uid` (None: none), then prove it cannot be undone."""
     processes = iso["processes"]
     if not root:  # RLIMIT_NPROC counts all processes of the user: leave room for the ones it already has
         processes += sum(1 for p in os.listdir("/proc") if p.isdigit() and os.stat(f"/proc/{p}").st_uid == os.getuid())
@@ -1115,7 +1312,6 @@ def _child_limit_and_drop(iso, libc, root):
                             (resource.RLIMIT_CORE, 0, 0),
                             (resource.RLIMIT_NPROC, processes, processes)):
         resource.setrlimit(res, (soft, hard))
-    uid = iso["uid"]
     if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
@@ -1128,13 +1324,41 @@ def _child_limit_and_drop(iso, libc, root):
             os._exit(70)
         if os.getresuid() != (uid, uid, uid) or os.getgroups():
             os._exit(70)
-    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no ptrace or /proc/<pid>/mem from other processes
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no ptrace or /proc/<pid>/mem, fd, environ from other processes
 
 
-def _child_report(fd, nonce, index, status, payload="null", _write=os.write):
-    # Nothing the candidate could have patched touches the nonce: an f-string of exact strs (never `+`, which
-    # would hand the nonce to a str subclass's __radd__), str.encode, and os.write bound before it ran.
-    _write(fd, f"{nonce} {index} {status} {payload}\n".encode())
+def _child_clear_keys(libc):
+    """Empty this uid's kernel keyrings (user, user-session, persistent). They outlive its processes and are
+    shared by every run of the uid: without this a candidate could leave state for the next one. A uid the
+    kernel holds no key for is left alone: even looking its user keyring up would create it."""
+    nr = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 271, "s390x": 280}.get(os.uname().machine)
+    try:
+        with open("/proc/key-users") as f:
+            held = any(line.split(":")[0].strip() == str(os.getuid()) for line in f)
+    except OSError:
+        held = True
+    if nr is None or not held:
+        return
+    long = ctypes.c_long
+    for keyring in (-4, -5):  # KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING
+        libc.syscall(long(nr), long(7), long(keyring))  # KEYCTL_CLEAR
+    persistent = libc.syscall(long(nr), long(22), long(-1), long(-2))  # KEYCTL_GET_PERSISTENT
+    if persistent > 0:
+        libc.syscall(long(nr), long(21), long(persistent))  # KEYCTL_INVALIDATE
+
+
+def _child_forget(iso, libc):
+    """After the run, as the candidate's uid: clear what the kernel keeps per uid (its keyrings)."""
+    if iso["uid"] is None:
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _child_limit_and_drop(dict(iso, processes=iso["processes"] + 1), libc, True, iso["uid"])
+            _child_clear_keys(libc)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
 
 
 def _child_stdio(program):
@@ -1143,68 +1367,185 @@ def _child_stdio(program):
     exec(code, {"__name__": "__main__", "__builtins__": builtins})  # noqa: S102 (running it is the point)
 
 
-def _child_audit(event, args, _blocked=frozenset((
-        "sys._getframe", "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile",
-        "sys.addaudithook", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "code.__new__")),
-        _frames=frozenset(("tb_frame", "gi_frame", "cr_frame", "ag_frame")), _fspath=os.fspath):
-    # ValueError: what stdlib callers of sys._getframe (namedtuple, enum, typing) already catch.
-    if event in _blocked or event[:7] == "ctypes.":
-        raise ValueError("blocked by the sandbox: " + event)
-    if event == "object.__getattr__" and args[1] in _frames:
-        raise ValueError("blocked by the sandbox: " + args[1])
-    if event == "open" and args[0] is not None and type(args[0]) is not int:
-        path = _fspath(args[0])
-        name = path.rsplit(b"/" if type(path) is bytes else "/", 1)[-1]
-        if name == "mem" or name == b"mem":
-            raise ValueError("blocked by the sandbox: open mem")
+def _child_tester(program, iso, libc, root, info, results_fd, job_fd):
+    """T: fork D, then read the tests (so they never exist in D's memory), drop to the tester uid and run them,
+    talking to D over two pipes. T alone holds the results file. Never returns."""
+    req_r, req_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    d = os.fork()
+    if d == 0:
+        for fd in (results_fd, job_fd, req_w, rep_r):
+            os.close(fd)
+        _child_limit_and_drop(iso, libc, root, iso["uid"])
+        if iso["uid"] is not None:
+            _child_clear_keys(libc)
+        _child_candidate(program, req_r, rep_w, dict(info, uid=os.getuid()), iso["output_bytes"])
+    os.close(req_r)
+    os.close(rep_w)
+    with os.fdopen(job_fd, "rb") as f:
+        job = json.loads(f.read())
+    _child_limit_and_drop(iso, libc, root, iso["tester"])
+    signal.signal(signal.SIGALRM, signal.default_int_handler)  # T's own timer: D never sees it
+    limit, ep, setup = job["time_limit"], job["entry_point"], job["setup"]
+    ask, read = _child_rpc(req_w, rep_r, iso["output_bytes"], d)
 
+    def report(index, status, payload="null"):
+        os.write(results_fd, f"{index} {status} {payload}\n".encode())
 
-def _child_tests(spec, nonce, fd, _getpid=os.getpid, _exit=os._exit, _dumps=json.dumps, _loads=json.loads):
-    """Run the program, then each test; one nonce-tagged line per step. Never returns."""
-    import ast
-    literal_eval = ast.literal_eval
-    pristine = dict(builtins.__dict__)
-    pid = _getpid()
-    ep, limit, fail_fast = spec["entry_point"], spec["time_limit"], spec["fail_fast"]
-    signal.signal(signal.SIGALRM, signal.default_int_handler)  # a builtin handler: exposes no harness function
-    sys.addaudithook(_child_audit)
-    ns = {"__name__": "candidate", "__builtins__": builtins}
-    code = spec.pop("program")
-    status, value = _child_attempt(lambda: exec(compile(code, "candidate.py", "exec"), ns), limit)  # noqa: S102
-    if _getpid() != pid:
-        _exit(1)
-    _child_report(fd, nonce, "load", status, _dumps(value))
+    first = read()
+    if type(first) is not list or len(first) != 2 or first[0] != "setup" or type(first[1]) is not dict:
+        os._exit(1)
+    report("setup", "ok", json.dumps(first[1]))
+    status, value = _child_attempt(lambda: _child_loaded(read()), limit)
+    report("load", status, json.dumps(value))
     if status != "ok":
-        _exit(0)
-    for i, test in enumerate(spec["tests"]):
-        fn = ns.get(ep)
+        os._exit(0)
+    entry = _child_entry(ask, ep)
+    for i, test in enumerate(job["tests"]):
         if "code" in test:
-            test_ns = dict(ns)
-            for name in pristine:  # the candidate cannot shadow a builtin the test uses
-                test_ns.pop(name, None)
-            test_ns["__builtins__"] = dict(pristine)
-            if callable(fn):
-                test_ns[ep] = _child_checked(fn, pid)
-            run = lambda src=test["code"], name=f"<test {i}>", g=test_ns: exec(compile(src, name, "exec"), g)  # noqa: S102
-            status, value = _child_attempt(run, limit)
-            payload = "null"
+            run = lambda src=test["code"], name=f"<test {i}>": _child_raw_test(src, name, setup, ep, entry, ask)
         else:
             if "args" in test:
-                args, kwargs = _loads(test["args"]), _loads(test["kwargs"])
+                args, kwargs = json.loads(test["args"]), json.loads(test["kwargs"])
             else:
-                args, kwargs = literal_eval(test["args_literal"]), literal_eval(test["kwargs_literal"])
-            status, value = _child_attempt(lambda fn=fn, a=args, k=kwargs: _encode(fn(*a, **k)), limit)
+                args, kwargs = ast.literal_eval(test["args_literal"]), ast.literal_eval(test["kwargs_literal"])
+            run = lambda a=args, k=kwargs: _encode(entry(*a, **k))
+        status, value = _child_attempt(run, limit)
+        report(i, status, json.dumps(value))
+        if status == "timeout" or (status != "ok" and job["fail_fast"]):
+            os._exit(0)  # after a timeout D is still busy with that call
+    report("done", "ok")
+    os._exit(0)
+
+
+def _child_loaded(message):
+    if message == ["load", "ok"]:
+        return None
+    if message == ["load", "syntax"]:
+        raise SyntaxError("the program does not compile in the sandbox")
+    raise RuntimeError("the program failed to load")
+
+
+def _child_raw_test(src, name, setup, ep, entry, ask):
+    """A raw test in T: the trusted setup first, then the names the test uses that neither setup nor the builtins
+    define, as the candidate has them (functions and classes as _ChildRemote, data as fresh copies, modules as
+    T's own import), the entry point last. T's modules and builtins are its own: no candidate code ever ran here."""
+    g = {"__name__": "tests", "__builtins__": builtins}
+    if setup:
+        exec(compile(setup, "<setup>", "exec"), g)  # noqa: S102 (trusted: the task's own source)
+    code = compile(src, name, "exec")
+    for free in sorted({n.id for n in ast.walk(ast.parse(src)) if type(n) is ast.Name} - set(g) - set(vars(builtins))):
+        if free != ep:
             try:
-                payload = _dumps(value)
-            except (TypeError, ValueError, RecursionError):
-                payload = '{"__unplain__": "unencodable"}'
-        if _getpid() != pid:  # a forked copy of the harness never reports
-            _exit(1)
-        _child_report(fd, nonce, f"{i}", status, payload)
-        if status != "ok" and fail_fast:
-            _exit(0)
-    _child_report(fd, nonce, "done", "ok")
-    _exit(0)
+                g[free] = ask(["name", free])
+            except NameError:
+                pass
+    g[ep] = entry
+    exec(code, g)  # noqa: S102
+
+
+def _child_entry(ask, ep):
+    """The entry point as T calls it: every return value is fresh plain data; anything else (an object of the
+    candidate's, data nested over 100 deep) raises TypeError, so it is the candidate's runtime_error."""
+    found = []
+
+    def call(*args, **kwargs):
+        if not found:
+            found.append(ask(["name", ep]))
+        if type(found[0]) is not _ChildRemote:
+            raise TypeError(f"{ep} is not a function")
+        return found[0]._sdzero_call(args, kwargs, strict=True)
+    return call
+
+
+class _ChildRemote:
+    """An object of the candidate's as T sees it: it can be called, its attributes read, and it can be passed back
+    to the candidate; nothing else (no ==, no truth value), so no method of the candidate's ever decides a test."""
+    __slots__ = ("_sdzero_id", "_sdzero_ask")
+
+    def __init__(self, ident, ask):
+        self._sdzero_id, self._sdzero_ask = ident, ask
+
+    def _sdzero_call(self, args, kwargs, strict=False):
+        return self._sdzero_ask(["call", self._sdzero_id, _child_wire(list(args), _child_ref_of),
+                                 _child_wire(dict(kwargs), _child_ref_of)], strict)
+
+    def __call__(self, *args, **kwargs):
+        return self._sdzero_call(args, kwargs)
+
+    def __getattr__(self, name):
+        if name[:2] == "__":
+            raise AttributeError(name)
+        return self._sdzero_ask(["attr", self._sdzero_id, name])
+
+    def _sdzero_refuse(self, *args):
+        raise TypeError("an object of the candidate's cannot be compared or tested for truth")
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = _sdzero_refuse
+    __hash__ = object.__hash__
+
+    def __repr__(self):
+        return "<object of the candidate's>"
+
+
+def _child_ref_of(obj):
+    if type(obj) is _ChildRemote:
+        return obj._sdzero_id
+    raise TypeError(f"the sandbox cannot pass a {type(obj).__name__} to the candidate")
+
+
+def _child_rpc(req_fd, rep_fd, cap, pid):
+    """T's end of the pipes: read() is D's next message, ask(request) sends one request and decodes the reply."""
+    read_line = _child_reader(rep_fd, cap)
+
+    def read():
+        line = read_line()
+        if line is None:
+            raise _child_gone(pid)
+        return json.loads(line)
+
+    def ask(request, strict=False):
+        try:
+            _child_send(req_fd, json.dumps(request))
+        except BrokenPipeError:
+            raise _child_gone(pid) from None
+        reply = read()
+        if type(reply) is list and len(reply) == 2 and reply[0] == "value":
+            return _child_unwire(reply[1], None if strict else lambda ident: _ChildRemote(ident, ask))
+        if type(reply) is list and len(reply) == 3 and reply[0] == "raise" and type(reply[1]) is str \
+                and type(reply[2]) is str:
+            raise _child_exception(reply[1], reply[2])
+        if reply == ["missing"]:
+            raise NameError(request[1])
+        raise ValueError("malformed reply from the candidate")
+    return ask, read
+
+
+def _child_gone(pid):
+    """D closed its end: killed by the CPU limit is a timeout (KeyboardInterrupt, as T's timer), else an error."""
+    for _ in range(50):
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if done:
+            if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXCPU:
+                return KeyboardInterrupt()
+            break
+        time.sleep(0.002)
+    return EOFError("the candidate's process ended")
+
+
+def _child_exception(name, message):
+    """The exception D reported, raised in T: the builtin Exception of that name, else RuntimeError (never a
+    BaseException such as KeyboardInterrupt, which T uses for its own timer)."""
+    cls = vars(builtins).get(name)
+    if type(cls) is type and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:  # noqa: BLE001 (an exception class that wants other arguments)
+            pass
+    return RuntimeError(f"{name}: {message}")
 
 
 def _child_attempt(call, limit, _setitimer=signal.setitimer, _real=signal.ITIMER_REAL):
@@ -1226,34 +1567,151 @@ def _child_attempt(call, limit, _setitimer=signal.setitimer, _real=signal.ITIMER
     return "ok", value
 
 
-def _child_checked(fn, pid, _getpid=os.getpid, _exit=os._exit):
-    """entry_point as raw test code sees it: every return value becomes a fresh plain value."""
-    def candidate(*args, **kwargs):
-        value = fn(*args, **kwargs)
-        if _getpid() != pid:  # forked inside the candidate: this copy must not learn the test's outcome
-            _exit(1)
-        return _child_plain(value)
-    return candidate
+def _child_candidate(program, req_fd, rep_fd, info, cap):
+    """D: send the setup report, run the program, then answer T's requests (a name, an attribute, a call) until T
+    closes the pipe. Never returns. Everything here is the candidate's to change once its code runs: T treats
+    every later message as the candidate's answer, which it is."""
+    pid, objects = os.getpid(), []
+
+    def ref(obj):
+        objects.append(obj)
+        return len(objects) - 1
+
+    def describe(value):
+        try:
+            return json.dumps(["value", _child_wire(value, ref)])
+        except (ValueError, RecursionError):  # an int too long for JSON
+            return json.dumps(["value", {"r": ref(value)}])
+
+    _child_send(rep_fd, json.dumps(["setup", info]))
+    ns = {"__name__": "candidate", "__builtins__": builtins}
+    try:
+        exec(compile(program, "candidate.py", "exec"), ns)  # noqa: S102 (running it is the point)
+        loaded = ["load", "ok"]
+    except SyntaxError:
+        loaded = ["load", "syntax"]
+    except BaseException as e:  # noqa: BLE001
+        loaded = ["load", "error", type(e).__name__]
+    read = _child_reader(req_fd, cap)
+    while True:
+        if os.getpid() != pid:  # a forked copy of the candidate never answers
+            os._exit(1)
+        if loaded:
+            _child_send(rep_fd, json.dumps(loaded))
+            loaded = None
+        line = read()
+        if line is None:
+            os._exit(0)
+        op, *rest = json.loads(line)
+        try:
+            if op == "name":
+                text = describe(ns[rest[0]]) if rest[0] in ns else '["missing"]'
+            elif op == "attr":
+                text = describe(getattr(objects[rest[0]], rest[1]))
+            else:
+                args, kwargs = (_child_unwire(w, objects.__getitem__) for w in rest[1:3])
+                text = describe(objects[rest[0]](*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001
+            try:
+                message = str(e)[:1000]
+            except BaseException:  # noqa: BLE001
+                message = ""
+            text = json.dumps(["raise", type(e).__name__, message if type(message) is str else ""])
+        if os.getpid() != pid:
+            os._exit(1)
+        _child_send(rep_fd, text)
 
 
-def _child_plain(value, depth=0):
+def _child_reader(fd, cap):
+    """A function returning the next line read from fd (None at EOF); a line over cap bytes raises."""
+    buf = bytearray()
+
+    def read_line():
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end >= 0:
+                line = bytes(buf[:end])
+                del buf[:end + 1]
+                return line
+            if len(buf) > cap:
+                raise ValueError("message over the output limit")
+            start = len(buf)
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            buf.extend(chunk)
+    return read_line
+
+
+def _child_send(fd, text):
+    data = memoryview((text + "\n").encode())
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _child_stdlib(_names=getattr(sys, "stdlib_module_names", ())):
+    """Modules T imports when D says a name is one: the standard library's, less the two with side effects."""
+    return _names - {"antigravity", "this"} if _names else {"math", "random", "string", "re", "collections",
+                                                            "itertools", "functools", "heapq", "bisect", "copy"}
+
+
+def _child_wire(value, ref, depth=0):
+    """A JSON-able copy of a value that keeps every plain type exactly (tuple, set, frozenset, dict, bytes,
+    complex tagged); anything else, and anything nested over 100 deep, becomes {"r": ref(value)}. Exact type
+    checks, so no method of the value's ever runs."""
     t = type(value)
-    if value is None or t is bool or t is int or t is float or t is complex or t is str or t is bytes:
+    if value is None or t is bool or t is int or t is float or t is str:
         return value
+    if depth < 100:
+        if t is list:
+            return [_child_wire(v, ref, depth + 1) for v in value]
+        if t is tuple or t is set or t is frozenset:
+            return {{tuple: "t", set: "s", frozenset: "f"}[t]: [_child_wire(v, ref, depth + 1) for v in value]}
+        if t is dict:
+            return {"d": [[_child_wire(k, ref, depth + 1), _child_wire(v, ref, depth + 1)] for k, v in value.items()]}
+        if t is bytes:
+            return {"b": value.hex()}
+        if t is complex:
+            return {"c": [value.real, value.imag]}
+        if t is type(sys) and type(value.__name__) is str:
+            return {"m": value.__name__}
+    return {"r": ref(value)}
+
+
+def _child_unwire(w, obj_of, depth=0):
+    """The value _child_wire encoded, as fresh objects; {"r": i} is obj_of(i), and a TypeError when obj_of is None
+    (modules too: T imports its own copy). Anything malformed raises ValueError."""
+    t = type(w)
+    if w is None or t is bool or t is int or t is float or t is str:
+        return w
     if depth > 100:
-        raise TypeError("sandbox: return value nested too deeply")
+        raise ValueError("nested too deeply")
     if t is list:
-        return [_child_plain(v, depth + 1) for v in value]
-    if t is tuple:
-        return tuple([_child_plain(v, depth + 1) for v in value])
-    if t is dict:
-        return {_child_plain(k, depth + 1): _child_plain(v, depth + 1) for k, v in value.items()}
-    if t is set or t is frozenset:
-        return t([_child_plain(v, depth + 1) for v in value])
-    raise TypeError("sandbox: the entry point returned a non-plain " + t.__name__)
+        return [_child_unwire(v, obj_of, depth + 1) for v in w]
+    if t is dict and len(w) == 1:
+        (tag, v), = w.items()
+        if tag in ("r", "m") and obj_of is None:
+            raise TypeError("the entry point returned a value that is not plain data")
+        if tag == "r" and type(v) is int:
+            return obj_of(v)
+        if tag == "m" and type(v) is str and v.split(".")[0] in _child_stdlib():
+            __import__(v)
+            return sys.modules[v]
+        if tag == "b" and type(v) is str:
+            return bytes.fromhex(v)
+        if tag == "c" and type(v) is list and len(v) == 2 and all(type(x) in (int, float) for x in v):
+            return complex(v[0], v[1])
+        if tag == "d" and type(v) is list and all(type(p) is list and len(p) == 2 for p in v):
+            return {_child_unwire(k, obj_of, depth + 1): _child_unwire(x, obj_of, depth + 1) for k, x in v}
+        if tag in ("t", "s", "f") and type(v) is list:
+            return {"t": tuple, "s": set, "f": frozenset}[tag](_child_unwire(x, obj_of, depth + 1) for x in v)
+    raise ValueError("malformed value")
 
 
-_CHILD_FUNCTIONS = (_encode, _child_main, _child_isolate, _child_unshare, _child_within, _child_mounts,
-                    _child_exit_code, _child_reap_until, _child_kill_children, _child_limit_and_drop,
-                    _child_report, _child_stdio, _child_audit, _child_tests, _child_attempt, _child_checked,
-                    _child_plain)
+_CHILD_FUNCTIONS = (_encode, _child_main, _child_isolate, _child_unshare, _child_within, _child_mounts, _child_read_only,
+                    _child_dev, _child_exit_code, _child_reap_until, _child_kill_children, _child_limit_and_drop,
+                    _child_clear_keys, _child_forget, _child_stdio, _child_tester, _child_loaded, _child_raw_test,
+                    _child_entry, _ChildRemote, _child_ref_of, _child_rpc, _child_gone, _child_exception,
+                    _child_attempt, _child_candidate, _child_reader, _child_send, _child_stdlib, _child_wire,
+                    _child_unwire)

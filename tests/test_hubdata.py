@@ -77,6 +77,8 @@ def test_code_mappings_verify_references_and_reject_wrong_programs(sandbox_works
     assert he[0].answer["tests"] == ["assert double_all([]) == []", "assert double_all([1, 2]) == [2, 4]",
                                      "assert double_all([-3]) == [-6]"]
     assert len(he[1].answer["tests"]) == 1 and "check(count_up)" in he[1].answer["tests"][0]  # a loop: runs whole
+    # the prompt is the tests' trusted setup: a raw check() uses its helpers, never the candidate's redefinitions
+    assert [ex.answer["setup"] for ex in he] == [row["prompt"] for row in fixture_rows("humaneval")]
     for ex, row in zip(he, fixture_rows("humaneval")):
         cases.append((ex, block(row["prompt"] + row["canonical_solution"]),
                       block(row["prompt"] + "    return [0]\n")))

@@ -160,9 +160,13 @@ def test_dataset_missing_field(tmp_path):
 
 
 def test_zero_kept_revisions_stops(tmp_path):
-    # A one-token budget can never hold a verified answer: Phase 1 must stop, not train on nothing.
-    proc = run_cli(["--preset", "smoke", "--max-new-tokens", "1", "--out", str(tmp_path / "x"), "--n-eval", "4"],
-                   timeout=300)
+    # A one-token budget can never hold these 15-digit answers (a lone number is a whole answer, so the task's
+    # own small sums could verify): Phase 1 must stop, not train on nothing.
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {k} times 111111111111?", "answer": str(k * 111111111111)})
+                            + "\n" for k in range(1000, 1040)))
+    proc = run_cli(["--preset", "smoke", "--dataset", str(data), "--max-new-tokens", "1", "--out", str(tmp_path / "x"),
+                    "--n-eval", "4"], timeout=300)
     assert proc.returncode != 0 and "Phase 1 kept no revisions" in proc.stderr
 
 
