@@ -15,8 +15,6 @@ import logging
 import os
 import random
 import socket
-import stat
-import sys
 import tempfile
 import textwrap
 import time
