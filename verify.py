@@ -144,6 +144,7 @@ _MATH_SEGMENT_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\
 _COPULA_RE = re.compile(r"\b(?:is|are|was|equals|be)\b")
 _PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])(?!(?:and|sqrt|frac|pi|cdot|times)\b)[A-Za-z]{3,}")
 _LAST_NUMBER_RE = re.compile(r"-?\d+(?:[.,/]\d+)*")
+_SUM_RE = re.compile(r"[\d ]+(?:[-+*\u00d7] ?[\d ()]+)+")  # `12 + 15` alone echoes a question (or is cut off)
 _LABEL_RE = re.compile(r"^(?:\**\s*(?:final\s+)?answer\b[\s*:]*)", re.IGNORECASE)
 _NEAR = 200  # what lies between two boxes (or after the last) counts as one statement within this many characters
 
@@ -244,7 +245,7 @@ def _marker_answers(text: str):
         x = display.group(2) if display else x.split("\n", 1)[0]
         end = _SENTENCE_END_RE.search(x)
         x = _sentence_answer(x[: end.start()] if end and not display else x).strip(" \t\r:*$").rstrip(".")
-        if x and not _is_blank(x):
+        if x and not _is_blank(x) and not _BOX_RE.search(x) and not "\\boxed{".startswith(x):  # a box cut off
             yield markers[k].start(), x
 
 
@@ -282,7 +283,7 @@ def _final_answers(response, parts: int = 1) -> list[str] | None:
         if marked or len(bare) > MAX_ANSWER_CHARS:  # (refused as too long later; the segment regex is quadratic)
             return [marked or bare] if marked or tagged else None
         masked = _MATH_SEGMENT_RE.sub(" ", bare)
-        if tagged or bare and not re.search(r"#|\\boxed|\\fbox", bare) and \
+        if tagged or bare and not re.search(r"#|\\boxed|\\fbox", bare) and not _SUM_RE.fullmatch(bare) and \
                 not _PROSE_WORD_RE.search(masked.replace("percent", "")):
             return [_sentence_answer(bare)] if bare else None
         return None

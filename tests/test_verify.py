@@ -418,13 +418,24 @@ HEDGES = [  # (response, the values it states); none may score against any one o
     (r"\boxed{5 \lor 7}", ["5", "7"]),
     (r"The final answer is 5 or 7.", ["5", "7"]),
     (r"\boxed{\frac{1}{2}} \text{ or } \boxed{\frac{1}{3}}", [r"\frac{1}{2}", r"\frac{1}{3}"]),
+    (r"\boxed{2}. Or \boxed{3}.", ["2", "3"]),
+    (r"\boxed{2} \text{(or } \boxed{3} \text{)}", ["2", "3"]),
+    (r"\boxed{2 \text{ and/or } 3}", ["2", "3"]),
+    (r"\boxed{(A) \text{ or } (B)}", ["A", "B"]),
+    (r"<answer>2 or 3</answer>", ["2", "3"]),
+    # lists of candidates: a list is never one of its elements
+    (r"\boxed{2} \boxed{3}", ["2", "3"]),
+    (r"\boxed{2, 3}", ["2", "3"]),
+    (r"\boxed{A, B}", ["A", "B"]),
+    (r"\boxed{2 \pm 1}", ["1", "3"]),
+    ("2\n3", ["2", "3"]),
 ]
 
 
 @pytest.mark.parametrize("response, values", HEDGES)
 def test_no_hedge_scores(response, values):
     for gold in values:
-        assert reason(response, gold) == "mismatch", gold
+        assert reason(response, gold) != "correct", gold
 
 
 def test_a_hedge_scores_only_against_a_gold_with_that_many_values():
@@ -446,6 +457,16 @@ def test_a_hedge_scores_only_against_a_gold_with_that_many_values():
         ("<think>a</think>\\boxed{5} <think> no, \\boxed{6}", "6", "no_answer"),  # a <think> never closed
         ("<think>a</think>\\boxed{5} <think> no, \\boxed{6}", "5", "no_answer"),
         ("<think>\\boxed{6}</think> so \\boxed{5}", "5", "correct"),
+        # cut off by the token budget inside a restatement: the unclosed box states nothing
+        ("12 + 15 = 27. The final answer is \\boxed{27}. Let me rephrase the above solution. 12 + 15 = 27. "
+         "The final answer is \\boxed{2", "27", "correct"),
+        ("The final answer is \\boxed{2", "27", "no_answer"),
+        ("12 + 15 = 27. The final answer is \\boxed{27}. Let me rephrase. The final answer is \\bo", "27", "correct"),
+        # the r = 0 control phrase retracts the box before it: a second attempt cut off states nothing yet
+        ("12 + 15 = 26. The final answer is \\boxed{26}. Wait, this response is not correct, let me start over. 1",
+         "26", "no_answer"),
+        # a response that is only math is its answer, but not a bare sum of literals (an echo, or cut off)
+        ("12 + 15 = 27", "27", "correct"), ("12 + 15", "27", "no_answer"), ("$\\frac{1}{3}$", "1/3", "correct"),
     ],
 )
 def test_retractions_and_unclosed_think(response, gold, expected):
