@@ -250,9 +250,8 @@ def _marker_answers(text: str):
 
 
 def _answer_region(response) -> tuple[str, bool] | None:
-    """The text the answer is read from: after the last `</think>`, at most its last MAX_TAIL_CHARS characters,
-    and inside the last `<answer>...</answer>` if there is one (then True: all of it is the answer). None if
-    a `<think>` opened after the last `</think>` never closes (the model was cut off while thinking)."""
+    """(text, tagged): the last MAX_TAIL_CHARS characters after the last `</think>`, inside the last closed
+    `<answer>` tag if any (tagged: all of it is the answer). None if a `<think>` after it never closes."""
     if not isinstance(response, str) or not response:
         return None
     cut = response.rfind("</think>")
@@ -447,9 +446,11 @@ def _drop_assignments(a: str, b: str) -> tuple[str, str]:
 
 
 def _last_of_numeric_chain(s: str) -> str:
-    """`12 + 15 = 27` (no letters) -> `27`: the model's own arithmetic ends in its answer."""
+    """`12 + 15 = 27` (no letters) -> `27`: the model's own arithmetic ends in its answer. A chain whose values
+    differ (`12 + 25 = 36 = 37`) states two answers: it stays whole, and matches nothing."""
     if "=" in s and not re.search(r"[A-Za-z<>]", s.replace("\\frac", "").replace("\\cdot", "").replace("\\times", "")):
-        return s.rsplit("=", 1)[-1].strip()
+        values = s.split("=")[1:]
+        return values[-1].strip() if len({parse_number(v) for v in values}) == 1 else s
     return s
 
 
@@ -692,8 +693,7 @@ def _as_sequence(s: str) -> tuple[str, list] | None:
 
 
 def _compatible(ka: str, kb: str) -> str | None:
-    """'ordered' / 'unordered' for kinds that may be compared, None for a kind mismatch. A bare `1, 2` lists all
-    solutions against a set, and is the point against a tuple."""
+    """'ordered'/'unordered' for kinds that compare, else None. A bare `1, 2` is a set's solutions, a tuple's point."""
     if ka == kb:
         return "ordered" if ka in _ORDERED else "unordered"
     return {frozenset({"list", "\\{\\}"}): "unordered", frozenset({"list", "()"}): "ordered"}.get(frozenset({ka, kb}))

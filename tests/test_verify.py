@@ -96,6 +96,7 @@ def test_smollm2_style_empty_box_then_marker():
         ("12 * 3 = 36\nAnswer: 35", "36", "mismatch"),
         ("So the final answer is 12 + 15 = 27.", "27", "correct"),
         ("So the final answer is 12 + 15 = 28.", "27", "mismatch"),
+        ("So the final answer is 12 + 25 = 36 = 37.", "37", "mismatch"),  # a chain of two different values
         ("The answer is twenty-seven.", "27", "mismatch"),
         ("The total is $\\boxed{27}$ dollars.", "27", "correct"),
         ("I think it is 27.", "27", "no_answer"),
