@@ -4,9 +4,10 @@ inputs, check_code on HumanEval.
     python bench/verify.py                 # a few minutes on 2 cores (math-verify adds ~2 min)
     python bench/verify.py --no-math-verify --humaneval 20 --pathological-mb 1
 
-Math case sets (`--sets`, default both): bench/math_cases.jsonl (ours: 325 cases in 30 categories) and
-bench/peer_cases.jsonl (cases taken from other graders' test suites and real datasets' answer styles, each
-with its source; see its `source` field). Each case is (response, gold, the verdict a careful human grader
+Math case sets (`--sets`, default all three): bench/math_cases.jsonl (ours: 325 cases in 30 categories),
+bench/peer_cases.jsonl (397 cases taken from other graders' test suites and real datasets' answer styles, each
+with its `source`) and bench/adversarial_cases.jsonl (67: hedges, lists of candidates, retractions, unclosed
+<think>, truncations, with controls that do score). Each case is (response, gold, the verdict a careful human grader
 gives, category). Every case goes through `verify.check_math`, one at a time on the main thread, after one
 warm-up call that starts the sympy worker. Where the `math-verify` package is installed (it is a project
 requirement; `--no-math-verify` skips it) the same cases go through it, each under a hard time limit in a
@@ -159,8 +160,8 @@ def bench_code(n: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sets", nargs="+", default=[str(REPO / "bench" / "math_cases.jsonl"),
-                                                 str(REPO / "bench" / "peer_cases.jsonl")])
+    p.add_argument("--sets", nargs="+", default=[str(REPO / "bench" / name) for name in
+                                                 ("math_cases.jsonl", "peer_cases.jsonl", "adversarial_cases.jsonl")])
     p.add_argument("--no-math-verify", action="store_true", help="skip math-verify even if installed")
     p.add_argument("--math-verify-timeout", type=float, default=10.0, help="hard limit per math-verify case (s)")
     p.add_argument("--pathological-mb", type=float, default=16, help="size of the largest pathological input (0: skip)")

@@ -23,6 +23,7 @@ def test_verify_bench_small():
     # other graders' cases: the misses are unmarked prose answers (no box, marker or bare answer), by design
     assert result["peer_cases_cases"] >= 300
     assert result["peer_cases_check_math_agree"] >= 0.9 * result["peer_cases_cases"]
+    assert result["adversarial_cases_check_math_agree"] == result["adversarial_cases_cases"] >= 60  # no hedge scores
     assert "math_cases_math_verify_agree" not in result
     assert result["pathological_inputs"] >= 30 and result["pathological_raised"] == 0
     assert result["humaneval_problems"] == 4

@@ -405,73 +405,26 @@ def test_or_lists_solutions_when_gold_has_several():
 # ---------------------------------------------------------------------------------------------- hedges
 
 
-HEDGES = [  # (response, the values it states); none may score against any one of those values
-    (r"$\boxed{2} \quad \text{or} \quad \boxed{3}$", ["2", "3"]),
-    (r"It is \boxed{2}, or maybe \boxed{3}.", ["2", "3"]),
-    (r"The answer is \boxed{3} (or possibly \boxed{2}).", ["3", "2"]),
-    (r"Either $\boxed{4}$ or $\boxed{5}$, depending on the reading.", ["4", "5"]),
-    (r"\boxed{4}. Alternatively, \boxed{6}.", ["4", "6"]),
-    (r"\boxed{4}; perhaps \boxed{6}", ["4", "6"]),
-    (r"\boxed{4}, though it could also be \boxed{6}", ["4", "6"]),
-    (r"\boxed{7}\n\nThe answer is 8.", ["7", "8"]),  # a box, then a different final-answer marker
-    (r"So $\boxed{7}$.\n\n**Final Answer:** 8", ["7", "8"]),
-    (r"\boxed{5 \text{ or } 7}", ["5", "7"]),
-    (r"\boxed{5 \lor 7}", ["5", "7"]),
-    (r"The final answer is 5 or 7.", ["5", "7"]),
-    (r"\boxed{\frac{1}{2}} \text{ or } \boxed{\frac{1}{3}}", [r"\frac{1}{2}", r"\frac{1}{3}"]),
-    (r"\boxed{2}. Or \boxed{3}.", ["2", "3"]),
-    (r"\boxed{2} \text{(or } \boxed{3} \text{)}", ["2", "3"]),
-    (r"\boxed{2 \text{ and/or } 3}", ["2", "3"]),
-    (r"\boxed{(A) \text{ or } (B)}", ["A", "B"]),
-    (r"<answer>2 or 3</answer>", ["2", "3"]),
-    # lists of candidates: a list is never one of its elements
-    (r"\boxed{2} \boxed{3}", ["2", "3"]),
-    (r"\boxed{2, 3}", ["2", "3"]),
-    (r"\boxed{A, B}", ["A", "B"]),
-    (r"\boxed{2 \pm 1}", ["1", "3"]),
-    ("2\n3", ["2", "3"]),
-]
+ADVERSARIAL_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                                "adversarial_cases.jsonl")
+with open(ADVERSARIAL_PATH) as _f:
+    ADVERSARIAL = [json.loads(line) for line in _f if line.strip()]
 
 
-@pytest.mark.parametrize("response, values", HEDGES)
-def test_no_hedge_scores(response, values):
-    for gold in values:
-        assert reason(response, gold) != "correct", gold
+def test_adversarial_case_set_shape():
+    """bench/adversarial_cases.jsonl: hedges (boxes joined by or/maybe/possibly/parentheses, a box and a later
+    different marker, hedges inside a box), lists of candidates, retractions, unclosed <think>, truncations, bare
+    answers, and controls where several stated values do score (every one equals the gold, or the gold has them)."""
+    categories = {c["category"] for c in ADVERSARIAL}
+    assert {"hedge", "candidate_list", "retraction", "unclosed_think", "truncation", "bare", "hedge_control"} <= categories
+    assert sum(not c["expected"] for c in ADVERSARIAL if c["category"] in ("hedge", "candidate_list")) >= 40
+    assert any(c["expected"] for c in ADVERSARIAL if c["category"] == "hedge_control")
 
 
-def test_a_hedge_scores_only_against_a_gold_with_that_many_values():
-    assert reason(r"$\boxed{2}$ or $\boxed{3}$", "2, 3") == "correct"  # "x = 2 or x = 3" lists the solutions
-    assert reason(r"$\boxed{2}$ or $\boxed{3}$", r"x = 2 \text{ or } x = 3") == "correct"
-    assert reason(r"$\boxed{2}$ or $\boxed{3}$", "2, 4") == "mismatch"
-    assert reason(r"\boxed{\frac{1}{2}} or equivalently \boxed{0.5}", "1/2") == "correct"  # every value equals gold
-    assert reason(r"\boxed{7}. So the answer is 7 apples.", "7") == "correct"  # the same value, restated
-
-
-@pytest.mark.parametrize(
-    "response, gold, expected",
-    [
-        (r"I first guessed \boxed{5}, but that is wrong. Final answer: 7.", "5", "mismatch"),
-        (r"I first guessed \boxed{5}, but that is wrong. Final answer: 7.", "7", "correct"),  # retracted, replaced
-        (r"\boxed{5}, but that is incorrect.", "5", "no_answer"),  # retracted, nothing in its place
-        (r"\boxed{5}. Hmm, that's not right. So \boxed{6}.", "6", "correct"),
-        (r"\boxed{5}. Wait, let me double-check: 2 + 3 = 5. Yes.", "5", "correct"),  # a check is no retraction
-        ("<think>a</think>\\boxed{5} <think> no, \\boxed{6}", "6", "no_answer"),  # a <think> never closed
-        ("<think>a</think>\\boxed{5} <think> no, \\boxed{6}", "5", "no_answer"),
-        ("<think>\\boxed{6}</think> so \\boxed{5}", "5", "correct"),
-        # cut off by the token budget inside a restatement: the unclosed box states nothing
-        ("12 + 15 = 27. The final answer is \\boxed{27}. Let me rephrase the above solution. 12 + 15 = 27. "
-         "The final answer is \\boxed{2", "27", "correct"),
-        ("The final answer is \\boxed{2", "27", "no_answer"),
-        ("12 + 15 = 27. The final answer is \\boxed{27}. Let me rephrase. The final answer is \\bo", "27", "correct"),
-        # the r = 0 control phrase retracts the box before it: a second attempt cut off states nothing yet
-        ("12 + 15 = 26. The final answer is \\boxed{26}. Wait, this response is not correct, let me start over. 1",
-         "26", "no_answer"),
-        # a response that is only math is its answer, but not a bare sum of literals (an echo, or cut off)
-        ("12 + 15 = 27", "27", "correct"), ("12 + 15", "27", "no_answer"), ("$\\frac{1}{3}$", "1/3", "correct"),
-    ],
-)
-def test_retractions_and_unclosed_think(response, gold, expected):
-    assert reason(response, gold) == expected
+@pytest.mark.parametrize("case", ADVERSARIAL, ids=[f"{i}-{c['category']}" for i, c in enumerate(ADVERSARIAL)])
+def test_adversarial_case_set(case):
+    v = check_math(case["response"], case["gold"])
+    assert v.correct == case["expected"] and v.reason == case.get("reason", v.reason), v
 
 
 @pytest.mark.parametrize(
