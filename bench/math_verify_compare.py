@@ -3,7 +3,7 @@
     from bench.math_verify_compare import run_math_verify, load_cases
     verdicts = run_math_verify(load_cases(), timeout_s=10.0)   # list of True / False / None
 
-math-verify is not a project requirement (`pip install math-verify==0.9.0` to use this file). It runs in
+math-verify 0.9.0 is in requirements.txt (verify.py uses only its parser, latex2sympy2_extended). It runs in
 a worker subprocess, started once and reused: a case that runs past `timeout_s` gets None and the worker
 is killed and restarted, so one hang cannot stop the measurement. The library's own signal timeouts
 (5 s for parsing and for verifying, its defaults) stay on: this is math-verify as shipped.

