@@ -134,7 +134,7 @@ _EMPTY_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{[\s~$]*\}")
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
 # Between two boxes: separators only make one list answer (`\boxed{2} \quad \text{and} \quad \boxed{3}`);
 # an alternative word makes a hedge (`\boxed{2}, or maybe \boxed{3}`, `\boxed{3} (or possibly \boxed{2})`).
-_LIST_GAP_RE = re.compile(r"(?:[\s$,;&~]|\\[()\[\],;:! ]|\\\\|\\q?quad(?![A-Za-z])|\band\b|\\text\{\s*(?:and|,|;)?\s*\})*",
+_LIST_GAP_RE = re.compile(r"(?:[\s$,;&~]|\\[()\[\],;:! ]|\\\\|\\q?quad(?![A-Za-z])|\band\b|\\text\{\s*(?:(?:and|,|;)\s*)?\})*",
                           re.IGNORECASE)
 _HEDGE_GAP_RE = re.compile(r"\b(?:or|maybe|possibly|perhaps|alternatively|otherwise|either|(?:could|might)\s+also)\b"
                            r"|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])", re.IGNORECASE)

