@@ -235,21 +235,40 @@ def _fmix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def counter_uniforms(seeds: torch.Tensor, step: torch.Tensor, vocab: int) -> torch.Tensor:
-    """U(0, 1) for every (row, token) at one decode step: seeds [B] int64 in [0, 2^63), step [] int64 ->
-    [B, V] fp32, a pure function of (seed, step, token), in (2^-25, 1 - 2^-25)."""
+def counter_bits(seeds: torch.Tensor, step: torch.Tensor, vocab: int) -> torch.Tensor:
+    """32 random bits for every (row, token) at one decode step: seeds [B] int64 in [0, 2^63), step [] int64 ->
+    [B, V] int64 in [0, 2^32), a pure function of (seed, step, token)."""
     seeds = seeds & ((1 << 63) - 1)
     key = _fmix32((seeds & _M32) ^ _fmix32((seeds >> 32) ^ _fmix32((step & _M32) ^ 0x9E3779B9)))  # [B]
     tokens = _mul32(torch.arange(vocab, device=seeds.device), 0x9E3779B9)  # [V], distinct per token
-    z = _fmix32(key[:, None] ^ tokens)  # [B, V]
-    return ((z >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    return _fmix32(key[:, None] ^ tokens)  # [B, V]
+
+
+def uniform_from_bits(z: torch.Tensor) -> torch.Tensor:
+    """int64 bits in [0, 2^32) -> fp32 U(0, 1) on the grid (k + 0.5) / 2^23, k = z >> 9: every value lies in
+    [2^-24, 1 - 2^-24] and is exact in fp32. Why 23 bits: with 24, (k + 0.5) needs 25 significant bits, and
+    k = 2^24 - 1 rounded to u = 1.0, a Gumbel of +inf that won whatever its logit (V / 2^24 of decode steps)."""
+    return ((z >> 9).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
+
+
+def counter_uniforms(seeds: torch.Tensor, step: torch.Tensor, vocab: int) -> torch.Tensor:
+    """U(0, 1) for every (row, token) at one decode step: [B, V] fp32 strictly inside (0, 1)."""
+    return uniform_from_bits(counter_bits(seeds, step, vocab))
+
+
+def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    """-log(-log u), finite for every u that uniform_from_bits makes: in [-2.82, 16.64]. The clamp guards
+    against a log that rounds log(1 - 2^-24) to 0 (an approximate log in a fused kernel)."""
+    return -torch.log((-torch.log(u)).clamp_min(2.0 ** -25))
 
 
 def gumbel_sample(logits: torch.Tensor, temperature: float, seeds: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    """One token per row from softmax(logits / temperature) (argmax when temperature <= 0): [B, V] -> [B]."""
+    """One token per row from softmax(logits / temperature) (argmax when temperature <= 0): [B, V] -> [B].
+    The noise is bounded (gumbel_from_uniform), so a token whose logit is more than 19.45 T below the best is
+    never drawn, where exact sampling would draw it with probability below e^-19.45 = 3.6e-9 of the best's."""
     if temperature <= 0:
         return logits.argmax(-1)
-    gumbel = -torch.log(-torch.log(counter_uniforms(seeds, step, logits.shape[-1])))  # [B, V]
+    gumbel = gumbel_from_uniform(counter_uniforms(seeds, step, logits.shape[-1]))  # [B, V]
     return (logits.float() / temperature + gumbel).argmax(-1)
 
 

@@ -169,6 +169,39 @@ def test_gumbel_sample_draws_from_the_tempered_softmax():
                        torch.zeros(3, dtype=torch.long))
 
 
+def test_uniforms_are_strictly_inside_0_1_for_every_value_the_hash_makes():
+    """B1: every 24-bit prefix the hash can produce (the transform reads the top 23 bits of 32) gives u in
+    (0, 1) and a finite Gumbel. With 24 bits, (2^24 - 1 + 0.5) rounded up to 2^24 in fp32: u = 1.0, noise +inf."""
+    z = torch.arange(1 << 24, dtype=torch.long) << 8  # [2^24], every value of z >> 8
+    u = sdzero.uniform_from_bits(z | 0xFF)  # the low bits never matter
+    assert torch.equal(u, sdzero.uniform_from_bits(z))
+    assert u.min().item() == 2.0 ** -24 and u.max().item() == 1 - 2.0 ** -24
+    g = sdzero.gumbel_from_uniform(u)
+    assert bool(torch.isfinite(g).all()) and g.max().item() < 16.7 and g.min().item() > -2.9
+    assert bool((g[1:] >= g[:-1]).all())  # monotone: order preserved, so argmax is Gumbel-max
+
+
+def test_a_near_certain_token_is_drawn_at_the_hash_s_largest_value():
+    """B1 end to end: at seed 66, step 2 the hash gives token 60222 its largest value (z >> 8 = 2^24 - 1),
+    which drew that token under the old transform whatever its logit; now the near-certain token wins."""
+    z = sdzero.counter_bits(torch.tensor([66]), torch.tensor(2), 1 << 16)
+    assert (z[0, 60222] >> 8).item() == (1 << 24) - 1
+    logits = torch.full((1, 1 << 16), -30.0)
+    logits[0, 7] = 0.0  # p(7) = 1 - 6e-9
+    assert sdzero.gumbel_sample(logits, 1.0, torch.tensor([66]), torch.tensor(2)).item() == 7
+
+
+def test_sampler_frequencies_with_a_token_near_probability_one():
+    """The draw matches softmax(l / T) where one token holds 1 - 3e-21 of the mass: the others (a vocabulary of
+    SmolLM2's size) are drawn never, not at V / 2^24 of steps (one of these 1,000 under the old transform)."""
+    vocab, n = 49_152, 1_000
+    logits = torch.full((vocab,), -60.0)
+    logits[3] = 0.0
+    draws = torch.cat([sdzero.gumbel_sample(logits.expand(200, -1), 1.0, torch.arange(200) + 1000 * s,
+                                            torch.tensor(s)) for s in range(n // 200)])
+    assert draws.numel() == n and bool((draws == 3).all())
+
+
 def test_counter_uniforms_are_a_function_of_seed_step_token():
     seeds = torch.tensor([0, 1, 2**62 + 5, -7 % 2**63], dtype=torch.long)
     u = sdzero.counter_uniforms(seeds, torch.tensor(3), 1000)
