@@ -167,7 +167,7 @@ class Config:
     wandb: str = knob("", "log to this Weights & Biases project (needs `pip install wandb`)")
     threads: int = knob(0, "torch CPU threads (0 = all cores)")
     precision: str = knob("auto", "auto (bf16 on CUDA, else fp32) | bf16 (fp32 weights and optimizer, bf16 autocast "
-                          "for sampling and losses, the teacher stored in bf16) | fp32")
+                          "for sampling and losses, the teacher stored in bf16, an EMA teacher in fp32) | fp32")
     grad_checkpoint: bool = knob(False, "activation checkpointing in the decoder layers (long answers: memory for "
                                  "recomputation)")
     parallel: str = knob("auto", "under torchrun: auto (= ddp) | ddp (a full model per GPU) | fsdp (FSDP2: "
@@ -261,6 +261,9 @@ def check_config(cfg: Config) -> None:
     if cfg.phrase_style not in revise.CONTROL_PHRASES:
         bad("--phrase-style", f"{cfg.phrase_style!r} is not one of {', '.join(revise.CONTROL_PHRASES)}")
     parse_teacher(cfg.teacher)
+    if not cfg.temperature > 0:  # GRPO divides logits by it; Phase 1's revisions of one y_init would be copies
+        bad("--temperature", f"{cfg.temperature} is not > 0: training rollouts are sampled (greedy decoding is "
+            "for evaluation: --eval-temperature 0)")
     if cfg.eval_temperature <= 0 and cfg.eval_samples != 1:
         bad("--eval-samples", "greedy evaluation (--eval-temperature 0) gives one answer per question; use 1")
     if cfg.p2_micro_batch < 0:
@@ -822,6 +825,10 @@ def make_teacher(run: Run) -> None:
     run.teacher_policy to call it through. Under FSDP2 the copy is built from the config, sharded like the
     student, and filled from the student's shards (no gathering of the student's weights)."""
     dtype = run.autocast or next(run.model.parameters()).dtype  # bf16 runs keep the teacher in bf16
+    if parse_teacher(run.cfg.teacher)[0] == "ema":
+        # ...except an EMA teacher: a bf16 lerp_ rounds away every increment below half a bf16 step (2^-9 of
+        # the weight), so it stays in fp32 and runs under autocast like the student.
+        dtype = next(run.model.parameters()).dtype
     if run.dist.strategy == "fsdp":
         from transformers import AutoModelForCausalLM
         with torch.device(run.device):

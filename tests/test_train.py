@@ -172,9 +172,13 @@ def test_zero_kept_revisions_stops(tmp_path):
 
 def test_bad_flags():
     for argv, flag in ((["--teacher", "sync:0"], "--teacher"), (["--divergence", "kl"], "--divergence"),
-                       (["--srt-loss", "all"], "--srt-loss"), (["--eval-samples", "4"], "--eval-samples")):
+                       (["--srt-loss", "all"], "--srt-loss"), (["--eval-samples", "4"], "--eval-samples"),
+                       (["--temperature", "0"], "--temperature"), (["--temperature", "-1"], "--temperature"),
+                       (["--method", "grpo", "--temperature", "0"], "--temperature")):
         with pytest.raises(SystemExit, match=flag):
             train.parse_args(["--preset", "smoke", *argv])
+    # B3: greedy stays available where it makes sense, in evaluation
+    assert train.parse_args(["--preset", "smoke", "--eval-temperature", "0", "--eval-samples", "1"]).eval_temperature == 0
 
 
 def test_presets_and_overrides():
@@ -209,6 +213,7 @@ def test_teacher_sync_and_ema():
         pass
     run = R()
     run.model, run.dist, run.autocast = model, parallel.Dist(device=torch.device("cpu")), None
+    run.cfg = train.Config(teacher="frozen")
     train.make_teacher(run)
     teacher = run.teacher
     assert run.teacher_policy.model is teacher
@@ -229,21 +234,50 @@ def test_teacher_sync_and_ema():
 
 
 def test_bf16_teacher_follows_an_fp32_student():
-    """--precision bf16 keeps the teacher in bf16; EMA and sync updates cast the fp32 student's weights."""
+    """--precision bf16 keeps a frozen or sync teacher in bf16; a sync copy casts the fp32 student's weights."""
     model = torch.nn.Linear(2, 2)
 
     class R:
         pass
     run = R()
     run.model, run.dist, run.autocast = model, parallel.Dist(device=torch.device("cpu")), torch.bfloat16
-    run.cfg = train.Config(teacher="ema:0.5")
+    run.cfg = train.Config(teacher="sync:1")
     train.make_teacher(run)
     assert run.teacher.weight.dtype == torch.bfloat16 and model.weight.dtype == torch.float32
-    before = run.teacher.weight.float().clone()
     with torch.no_grad():
         model.weight.add_(2.0)
     train.update_teacher(run, 1)
-    assert torch.allclose(run.teacher.weight.float(), before + 1.0, atol=1e-2)
+    assert torch.equal(run.teacher.weight, model.weight.to(torch.bfloat16))
+
+
+def test_bf16_ema_teacher_tracks_an_fp64_reference_over_many_small_steps():
+    """B2: under --precision bf16 the EMA teacher keeps fp32 weights, so 100 steps at R = 0.01 toward a student
+    8e-4 away close the gap as exact EMA does (to 2.9e-4). A bf16 teacher rounded every increment (8e-6 on
+    weights near 1, where bf16's step is 2^-7) away and stayed 8e-4 behind."""
+    model = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(-3.0)
+
+    class R:
+        pass
+    run = R()
+    run.model, run.dist, run.autocast = model, parallel.Dist(device=torch.device("cpu")), torch.bfloat16
+    run.cfg = train.Config(teacher="ema:0.01")
+    train.make_teacher(run)
+    assert run.teacher.weight.dtype == torch.float32  # its own fp32 master; the forward runs under autocast
+    ref = [p.detach().double().clone() for p in run.teacher.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(8e-4)
+    for step in range(1, 101):
+        train.update_teacher(run, step)
+        for r, p in zip(ref, model.parameters()):
+            r += 0.01 * (p.double() - r)
+    gap = (model.weight.double() - run.teacher.weight.double()).abs().max().item()
+    assert gap == pytest.approx(8e-4 * 0.99 ** 100, rel=1e-3)  # 2.9e-4
+    for r, p in zip(ref, run.teacher.parameters()):
+        assert torch.allclose(p.double(), r, atol=1e-6)
 
 
 def test_activation_checkpointing_and_bf16_runs(tmp_path):
