@@ -21,9 +21,14 @@ CONTROL_PHRASES = {
 }
 
 
-def strip_end_of_turn(tokenizer, response_ids: list[int]) -> list[int]:
-    """y': the response without its final end-of-turn token (if it has one), so the turn continues."""
-    if response_ids and response_ids[-1] in end_of_turn_ids(tokenizer):
+def strip_end_of_turn(tokenizer, response_ids: list[int], end_ids=None) -> list[int]:
+    """y': the response without its final end-of-turn token (if it has one), so the turn continues.
+
+    end_ids: the ids generation stopped on, sdzero.end_of_turn_ids(tokenizer, model). Pass them: a model's
+    generation_config can stop on ids its tokenizer does not call eos (Qwen3: <|endoftext|> beside <|im_end|>).
+    """
+    end_ids = end_of_turn_ids(tokenizer) if end_ids is None else end_ids
+    if response_ids and response_ids[-1] in end_ids:
         return list(response_ids[:-1])
     return list(response_ids)
 
@@ -36,18 +41,19 @@ def phrase_ids(tokenizer, reward: int, style: str = "paper") -> list[int]:
 
 
 def reviser_context_ids(tokenizer, prompt_ids: list[int], y_init_ids: list[int], reward: int,
-                        style: str = "paper") -> list[int]:
+                        style: str = "paper", end_ids=None) -> list[int]:
     """chat(x) + y_init + "\\n\\n" + P_r + "\\n\\n": the assistant turn continues, no new user turn."""
-    return list(prompt_ids) + strip_end_of_turn(tokenizer, y_init_ids) + phrase_ids(tokenizer, reward, style)
+    return (list(prompt_ids) + strip_end_of_turn(tokenizer, y_init_ids, end_ids)
+            + phrase_ids(tokenizer, reward, style))
 
 
 def teacher_input_ids(tokenizer, prompt_ids: list[int], response_ids: list[int], reward: int,
-                      style: str = "paper") -> tuple[list[int], int]:
+                      style: str = "paper", end_ids=None) -> tuple[list[int], int]:
     """Phase 2 teacher input: chat(x) + y' + ids(phrase) + y, and the index where the second copy of y starts.
 
     The teacher's logits at positions start-1 .. len(ids)-2 predict y, i.e. pi_T(. | x, y, P_r, y_<t).
     """
-    context = reviser_context_ids(tokenizer, prompt_ids, response_ids, reward, style)
+    context = reviser_context_ids(tokenizer, prompt_ids, response_ids, reward, style, end_ids)
     return context + list(response_ids), len(context)
 
 
@@ -66,8 +72,8 @@ class SRTExample:
 
 
 def srt_example(tokenizer, prompt_ids: list[int], y_init_ids: list[int], reward: int, y_rev_ids: list[int],
-                style: str = "paper") -> SRTExample:
-    context = reviser_context_ids(tokenizer, prompt_ids, y_init_ids, reward, style)
+                style: str = "paper", end_ids=None) -> SRTExample:
+    context = reviser_context_ids(tokenizer, prompt_ids, y_init_ids, reward, style, end_ids)
     ids = context + list(y_rev_ids)
     n_prompt, n_ctx = len(prompt_ids), len(context)
     rev_mask = [0] * n_ctx + [1] * len(y_rev_ids)

@@ -473,7 +473,7 @@ def evaluate_reviser(run: "Run", name: str, rows: list, rollouts: list, correct:
     """The reviser on the held-out answers: chat(x) + y + P_r, greedy. How often it turns a wrong answer
     right (what Phase 1 must teach and Phase 2 distils) and keeps a right one right."""
     cfg, k = run.cfg, run.cfg.eval_samples
-    contexts = [revise.reviser_context_ids(run.tok, y.prompt_ids, y.response_ids, r, cfg.phrase_style)
+    contexts = [revise.reviser_context_ids(run.tok, y.prompt_ids, y.response_ids, r, cfg.phrase_style, run.end_ids)
                 for y, r in zip(rollouts, correct)]
     _, fixed = run.rollouts(contexts, [derive_seed(cfg.seed, "eval_revise", name, i) for i in range(len(contexts))],
                             [rows[i // k].answer for i in range(len(contexts))], max_new_tokens,
@@ -511,6 +511,7 @@ class Run:
             raise SystemExit(str(e)) from None
         self._extra_rows = None
         self.model, self.tok = sdzero.load_model(cfg.model, device=self.device)
+        self.end_ids = sdzero.end_of_turn_ids(self.tok, self.model)  # what generation stops on, stripped from y'
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.bfloat16 if bf16 else None
         if cfg.grad_checkpoint:
@@ -655,7 +656,8 @@ def phase1_sample(run: Run) -> None:
     todo = [i for i in range(len(rows)) if cfg.revise_correct or r_init[i] == 0]
     contexts, owners = [], []
     for i in todo:
-        ctx = revise.reviser_context_ids(tok, prompts[i], y_init[i].response_ids, r_init[i], cfg.phrase_style)
+        ctx = revise.reviser_context_ids(tok, prompts[i], y_init[i].response_ids, r_init[i], cfg.phrase_style,
+                                         run.end_ids)
         for j in range(cfg.num_revisions):
             contexts.append(ctx)
             owners.append((i, j))
@@ -666,7 +668,7 @@ def phase1_sample(run: Run) -> None:
     for y, r, (i, j) in zip(y_rev, r_rev, owners):
         if r == 1:
             ex = revise.srt_example(tok, prompts[i], y_init[i].response_ids, r_init[i], y.response_ids,
-                                    cfg.phrase_style)
+                                    cfg.phrase_style, run.end_ids)
             kept.append(dataclasses.asdict(ex))
     count_generations(run, "y_init", len(y_init))
     count_generations(run, "revisions", len(y_rev))
@@ -931,7 +933,7 @@ def phase2_step(run: Run, step: int) -> dict:
         if len(p) + 2 * len(y_ids) + n_phrase > cfg.teacher_max_len:
             y_ids = y_ids[:max(1, (cfg.teacher_max_len - len(p) - n_phrase) // 2)]
             cut += 1
-        t_ids, t_start = revise.teacher_input_ids(tok, p, y_ids, r, cfg.phrase_style)
+        t_ids, t_start = revise.teacher_input_ids(tok, p, y_ids, r, cfg.phrase_style, run.end_ids)
         student_seqs.append(p + y_ids)
         teacher_seqs.append(t_ids)
         starts_s.append(len(p))

@@ -81,3 +81,22 @@ def test_srt_example_masks(micro_model_dir, reward):
     assert [t for t, m in zip(ex.input_ids, ex.gen_mask) if m] == y_init[:-1] + phrase + y_rev
     assert ex.gen_mask[:len(prompt)] == [0] * len(prompt)
     assert ex.reward == reward
+
+
+def test_end_ids_from_the_generation_config_are_stripped_from_y_prime(smol_tok):
+    """A model whose generation_config stops on an id its tokenizer does not call eos (Qwen3 stops on both
+    <|im_end|> and <|endoftext|>): y ends in that id, and y' in every context drops it, as generation stopped."""
+    from types import SimpleNamespace
+    tok = smol_tok
+    im_end, endoftext = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[im_end, endoftext]))
+    end_ids = sdzero.end_of_turn_ids(tok, model)
+    assert endoftext in end_ids and endoftext not in sdzero.end_of_turn_ids(tok)  # the tokenizer alone misses it
+    prompt = sdzero.chat_prompt_ids(tok, "What is 3 + 4?")
+    y = tok.encode("3 + 4 = 7.", add_special_tokens=False) + [endoftext]
+    phrase = revise.phrase_ids(tok, 1)
+    ids, start = revise.teacher_input_ids(tok, prompt, y, 1, "paper", end_ids)
+    assert ids == prompt + y[:-1] + phrase + y and start == len(prompt) + len(y) - 1 + len(phrase)
+    assert revise.reviser_context_ids(tok, prompt, y, 1, "paper", end_ids) == ids[:start]
+    ex = revise.srt_example(tok, prompt, y, 1, y, "paper", end_ids)
+    assert ex.input_ids == ids and endoftext not in ex.input_ids[len(prompt):start]
