@@ -55,6 +55,16 @@ def overlong_penalty(length: int, max_len: int, buffer: int) -> float:
     return 0.0 if length <= start else max(-1.0, (start - length) / buffer)
 
 
+def group_rewards(correct: list[int], lengths: list[int], max_len: int, buffer: int) -> tuple[torch.Tensor, bool]:
+    """One group's shaped rewards r_i + overlong_penalty(len_i) [n], and whether dynamic sampling keeps it.
+
+    DAPO filters on accuracy (0 < #correct < n), not on the shaped reward: an all-right group whose lengths
+    differ would otherwise be kept, and train on the length penalty alone.
+    """
+    shaped = torch.tensor([float(r) + overlong_penalty(n, max_len, buffer) for r, n in zip(correct, lengths)])
+    return shaped, bool(informative_groups(torch.tensor(correct, dtype=torch.float)[None])[0])
+
+
 def clipped_pg_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                     clip_low: float = 0.2, clip_high: float = 0.28, norm: str = "token",
                     logp_ref: torch.Tensor | None = None, kl_coef: float = 0.0) -> tuple[torch.Tensor, dict]:

@@ -1161,10 +1161,9 @@ def grpo_step(run: Run, step: int) -> dict | None:
         binary += rs
         for g, q in enumerate(qs):
             group = ys[g * n:(g + 1) * n]
-            shaped = torch.tensor([r + baselines.overlong_penalty(len(y.response_ids), cfg.max_new_tokens,
-                                                                  cfg.grpo_overlong)
-                                   for r, y in zip(rs[g * n:(g + 1) * n], group)])
-            if not cfg.grpo_dynamic or baselines.informative_groups(shaped[None])[0]:
+            shaped, informative = baselines.group_rewards(rs[g * n:(g + 1) * n], [len(y.response_ids) for y in group],
+                                                          cfg.max_new_tokens, cfg.grpo_overlong)
+            if not cfg.grpo_dynamic or informative:
                 groups.append((q, group, shaped))
     t_gen = time.time() - t0
     stats = {"phase": "grpo", "step": step + 1, "generated": generated, "groups_kept": len(groups),

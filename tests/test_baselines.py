@@ -27,6 +27,16 @@ def test_informative_groups():
     assert baselines.informative_groups(r).tolist() == [False, False, True, True]
 
 
+def test_dynamic_sampling_filters_on_correctness_not_the_shaped_reward():
+    """An all-right group whose lengths differ has unequal shaped rewards (one sample in the overlong buffer)
+    but no correctness signal: DAPO drops it. A mixed group is kept and shaped."""
+    shaped, keep = baselines.group_rewards([1, 1, 1], [10, 95, 100], max_len=100, buffer=20)
+    assert not keep and shaped.tolist() == pytest.approx([1.0, 0.25, 0.0])
+    assert not baselines.group_rewards([0, 0], [100, 10], 100, 20)[1]
+    shaped, keep = baselines.group_rewards([1, 0], [90, 10], 100, 20)
+    assert keep and shaped.tolist() == pytest.approx([0.5, 0.0])
+
+
 def test_overlong_penalty_by_hand():
     # cap 100, buffer 20: free up to 80, then linear to -1 at 100.
     assert baselines.overlong_penalty(50, 100, 20) == 0.0
