@@ -57,6 +57,14 @@ def teacher_input_ids(tokenizer, prompt_ids: list[int], response_ids: list[int],
     return context + list(response_ids), len(context)
 
 
+def teacher_y_length(n_prompt: int, n_y: int, n_phrase: int, cap: int) -> int:
+    """How many tokens of y fit the teacher's input x + y' + phrase + y under `cap` (y cut for student and
+    teacher alike), or 0 when not one token fits twice: that sample carries no loss (the authors zero it)."""
+    if n_prompt + 2 * n_y + n_phrase <= cap:
+        return n_y
+    return max(0, (cap - n_prompt - n_phrase) // 2)
+
+
 @dataclass
 class SRTExample:
     """One kept tuple (x, y_init, P_r, y_rev) as a token sequence with the masks of Eq. 1 and Eq. 2.

@@ -924,15 +924,19 @@ def phase2_step(run: Run, step: int) -> dict:
                           [ex.answer for ex in batch], cfg.max_new_tokens, cfg.temperature, "phase 2: samples")
     count_generations(run, "p2", len(ys))
     t_gen = time.time() - t0
-    # 2b. Teacher inputs; y is cut for both sides when x + 2|y| + |phrase| exceeds the teacher's cap.
-    student_seqs, teacher_seqs, starts_s, starts_t, lengths, cut = [], [], [], [], [], 0
+    # 2b. Teacher inputs; y is cut for both sides when x + 2|y| + |phrase| exceeds the teacher's cap. A sample
+    # whose x + phrase leaves no room for one token of y twice carries no loss (as in the authors' code).
+    student_seqs, teacher_seqs, starts_s, starts_t, lengths, cut, no_room = [], [], [], [], [], 0, set()
     n_phrase_of = {r: len(revise.phrase_ids(tok, r, cfg.phrase_style)) for r in (0, 1)}
-    for p, y, r in zip(prompts, ys, rs):
+    for i, (p, y, r) in enumerate(zip(prompts, ys, rs)):
         y_ids = y.response_ids
         n_phrase = n_phrase_of[r]
-        if len(p) + 2 * len(y_ids) + n_phrase > cfg.teacher_max_len:
-            y_ids = y_ids[:max(1, (cfg.teacher_max_len - len(p) - n_phrase) // 2)]
+        keep = revise.teacher_y_length(len(p), len(y_ids), n_phrase, cfg.teacher_max_len)
+        if keep < len(y_ids):
             cut += 1
+            if keep == 0:
+                no_room.add(i)  # one token stays so the shapes hold; it is never scored
+            y_ids = y_ids[:max(1, keep)]
         t_ids, t_start = revise.teacher_input_ids(tok, p, y_ids, r, cfg.phrase_style, run.end_ids)
         student_seqs.append(p + y_ids)
         teacher_seqs.append(t_ids)
@@ -945,9 +949,10 @@ def phase2_step(run: Run, step: int) -> dict:
     # micro-batches of --p2-micro-batch rows (length bucketing: little padding, bounded activations); every
     # rank runs the same number of them (FSDP2 gathers weights per forward), empty ones with weight 0.
     mine = parallel.my_rows(run.dist, len(ys))
-    ordered = sorted(mine, key=lambda i: lengths[i]) if cfg.p2_micro_batch else mine
+    scored = [i for i in mine if i not in no_room]
+    ordered = sorted(scored, key=lambda i: lengths[i]) if cfg.p2_micro_batch else scored
     micro = micro_batches(ordered, len(ys), run.dist.world, cfg.p2_micro_batch)
-    shares = parallel.Shares(run.dist, [float(sum(lengths[i] for i in mine))])  # token mean over the batch
+    shares = parallel.Shares(run.dist, [float(sum(lengths[i] for i in scored))])  # token mean over the batch
     run.model.train()
     t_teacher = t_student = 0.0
     loss_sum, kl_of, top_of = 0.0, {}, {}
@@ -982,7 +987,7 @@ def phase2_step(run: Run, step: int) -> dict:
     t2 = time.time()
     grad_norm = optimizer_step(run, None, value, "p2", step)
     t_student += time.time() - t2
-    kl_seq = parallel.gather(run.dist, len(ys), mine, [sum(kl_of[i]) / len(kl_of[i]) if kl_of[i] else 0.0
+    kl_seq = parallel.gather(run.dist, len(ys), mine, [sum(kl_of[i]) / len(kl_of[i]) if kl_of.get(i) else 0.0
                                                        for i in mine])
 
     def mean_where(values, want):
@@ -993,14 +998,15 @@ def phase2_step(run: Run, step: int) -> dict:
     row = {"phase": "p2", "step": step + 1, "loss": value, "lr": lr, "grad_norm": grad_norm,
            "reward_mean": sum(rs) / len(rs), "kl_r0": mean_where(kl_seq, 0), "kl_r1": mean_where(kl_seq, 1),
            "response_len": n_tok / len(ys), "truncated_share": sum(y.truncated for y in ys) / len(ys),
-           "teacher_cut_share": cut / len(ys), "tokens_per_s": n_tok / dt, "sec_generate": t_gen,
+           "teacher_cut_share": cut / len(ys), "teacher_no_room_share": len(no_room) / len(ys), "tokens_per_s": n_tok / dt, "sec_generate": t_gen,
            "sec_teacher": t_teacher, "sec_student": t_student, "peak_mem_mib": peak_memory_mib(run.device)}
     # Per token: the KL and the teacher's most likely token, what the reviser would have written (localize.py).
     for i in mine[:cfg.log_samples]:  # this rank's rows (rank 0 logs)
         run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question,
                         "answer": loggable(batch[i].answer), "y": ys[i].text, "r": rs[i],
                         "tokens": tok.convert_ids_to_tokens(student_seqs[i][starts_s[i]:]),
-                        "kl": [round(v, 5) for v in kl_of[i]], "teacher_top": tok.convert_ids_to_tokens(top_of[i])})
+                        "kl": [round(v, 5) for v in kl_of.get(i, [])],
+                        "teacher_top": tok.convert_ids_to_tokens(top_of.get(i, []))})
     return row
 
 

@@ -100,3 +100,10 @@ def test_end_ids_from_the_generation_config_are_stripped_from_y_prime(smol_tok):
     assert revise.reviser_context_ids(tok, prompt, y, 1, "paper", end_ids) == ids[:start]
     ex = revise.srt_example(tok, prompt, y, 1, y, "paper", end_ids)
     assert ex.input_ids == ids and endoftext not in ex.input_ids[len(prompt):start]
+
+
+def test_teacher_y_length_cuts_y_and_gives_no_room_zero():
+    assert revise.teacher_y_length(10, 20, 5, 100) == 20  # 10 + 40 + 5 fits
+    assert revise.teacher_y_length(10, 20, 5, 45) == 15  # (45 - 15) // 2
+    assert revise.teacher_y_length(10, 20, 5, 16) == 0  # one token twice needs 17: no loss from this sample
+    assert revise.teacher_y_length(10, 20, 5, 17) == 1

@@ -316,6 +316,18 @@ def test_phase2_variants_run(tmp_path, flags):
         assert any(r["teacher_cut_share"] > 0 for r in p2)
 
 
+def test_a_sample_without_room_in_the_teacher_cap_carries_no_loss(tmp_path):
+    """--teacher-max-len below x + phrase: not one token of y fits twice, so no sample is scored (the authors
+    zero its loss) where the old code trained on its first token."""
+    out = tmp_path / "v"
+    proc = run_cli(["--preset", "smoke", "--method", "p2only", "--out", str(out), "--n-eval", "4", "--p2-steps", "1",
+                    "--teacher-max-len", "8"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    p2 = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"phase": "p2"' in line]
+    assert len(p2) == 1 and p2[0]["teacher_no_room_share"] == 1.0 and p2[0]["teacher_cut_share"] == 1.0
+    assert p2[0]["loss"] == 0.0 and p2[0]["grad_norm"] == 0.0
+
+
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
     model = torch.nn.Linear(2, 1)
 
