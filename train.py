@@ -50,6 +50,7 @@ import random
 import resource
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,12 +354,69 @@ def atomic_torch_save(obj, path: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """The same for a text file (config.json, results.json): a reader sees the old file or the whole new one."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (POSIX; a no-op where directories cannot be opened, as on Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_replace_dir(tmp: Path, dst: Path) -> None:
+    """Put the finished folder tmp at dst with no moment where dst is missing: on Linux one renameat2 swaps
+    the two (RENAME_EXCHANGE) and the old one is deleted after; elsewhere the old one is renamed aside first
+    (a short window). Files are fsynced before the swap, so a crash leaves the old folder or the new one."""
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    if not dst.exists():
+        os.replace(tmp, dst)
+    elif not _rename_exchange(tmp, dst):
+        old = dst.with_name(dst.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(tmp, dst)
+        tmp = old
+    fsync_dir(dst.parent)
+    shutil.rmtree(tmp, ignore_errors=True)  # after an exchange tmp holds the old folder
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE); False where the OS or libc lacks it."""
+    if sys.platform != "linux":
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def loggable(answer):
@@ -415,6 +473,19 @@ class RunLog:
             return
         self.samples.write(json.dumps(row) + "\n")
         self.samples.flush()
+
+    def sizes(self) -> dict | None:
+        """Bytes written so far, stored in each checkpoint, so a resume can drop what came after it."""
+        return {"metrics": self.metrics.tell(), "samples": self.samples.tell()} if self.main else None
+
+    def truncate(self, sizes: dict | None) -> None:
+        """Back to what the checkpoint covers: a resumed run's logs then equal an uninterrupted run's (the
+        files are in append mode, so the next row goes at the new end)."""
+        if self.main and sizes:
+            for f, n in ((self.metrics, sizes["metrics"]), (self.samples, sizes["samples"])):
+                f.flush()
+                os.truncate(f.name, n)
+                f.seek(0, os.SEEK_END)  # tell() must see the new end
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -523,9 +594,13 @@ class Run:
         # Skipped rows are counted, never silently given a zero reward: they go to metrics.jsonl.
         skipped, notes = self.data.skipped, self.data.notes
         sizes = {k: len(self.data[k]) for k in ("eval", "n1", "n2")}
-        self.log.step({"phase": "data", **sizes, "skipped": skipped, "sources": self.data.sources, "notes": notes},
-                      f"[data] held-out {sizes['eval']}, N1 {sizes['n1']}, N2 {sizes['n2']}"
-                      + (f"; skipped {sum(skipped.values())} rows: {skipped}" if skipped else ""))
+        line = (f"[data] held-out {sizes['eval']}, N1 {sizes['n1']}, N2 {sizes['n2']}"
+                + (f"; skipped {sum(skipped.values())} rows: {skipped}" if skipped else ""))
+        if cfg.resume:  # the row is in metrics.jsonl already, before the checkpoint
+            tqdm.write(line)
+        else:
+            self.log.step({"phase": "data", **sizes, "skipped": skipped, "sources": self.data.sources,
+                           "notes": notes}, line)
         for note in notes:
             tqdm.write(f"[data] {note}")
         self._prompt_cache: dict[str, list[int]] = {}
@@ -591,7 +666,7 @@ class Run:
         Collective under FSDP (every rank gathers its shards), so every rank calls it."""
         d = self.dist
         ckpt = {"state": self.state, "model": parallel.model_state(self.model, d), "rng": rng_state(),
-                "config": dataclasses.asdict(self.cfg), "world_size": d.world}
+                "config": dataclasses.asdict(self.cfg), "world_size": d.world, "log_sizes": self.log.sizes()}
         if self.optimizer is not None:
             ckpt["optimizer"] = parallel.optimizer_state(self.model, self.optimizer, d)
             ckpt["scheduler"] = self.scheduler.state_dict()
@@ -604,6 +679,7 @@ class Run:
     def load_checkpoint(self) -> dict:
         ckpt = torch.load(self.out / "checkpoint" / "state.pt", map_location="cpu", weights_only=False)
         self.state = ckpt["state"]
+        self.log.truncate(ckpt.get("log_sizes"))
         parallel.load_model_state(self.model, ckpt["model"], self.dist)
         set_rng_state(ckpt["rng"])
         if "teacher" in ckpt:
@@ -1375,8 +1451,7 @@ def save_model(run: Run) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     run.tok.save_pretrained(tmp)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(tmp, model_dir)
+    atomic_replace_dir(tmp, model_dir)
 
 
 def main(argv=None) -> dict:

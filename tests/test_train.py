@@ -106,6 +106,17 @@ def test_resume_after_kill_matches_uninterrupted(smoke_run, tmp_path):
         assert torch.equal(a[k], b[k]), k  # bit for bit on CPU
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (ref_out, out))
     assert ra["final_accuracy"] == rb["final_accuracy"] and ra["generations"] == rb["generations"]
+    # The logs: truncated to what the checkpoint covered, so no row is repeated or lost (timings aside).
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        la, lb = (untimed((d / name).read_text()) for d in (ref_out, out))
+        assert len(la) == len(lb) and la == lb, name
+
+
+def untimed(text: str) -> list[dict]:
+    """The rows of a jsonl log without the fields that measure time or memory."""
+    def keep(k):
+        return not (k.startswith("sec") or k in ("tokens_per_s", "peak_mem_mib", "wall_seconds"))
+    return [{k: v for k, v in json.loads(line).items() if keep(k)} for line in text.splitlines()]
 
 
 def test_srt_method_stops_after_phase1(tmp_path):
@@ -326,6 +337,43 @@ def test_a_sample_without_room_in_the_teacher_cap_carries_no_loss(tmp_path):
     p2 = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"phase": "p2"' in line]
     assert len(p2) == 1 and p2[0]["teacher_no_room_share"] == 1.0 and p2[0]["teacher_cut_share"] == 1.0
     assert p2[0]["loss"] == 0.0 and p2[0]["grad_norm"] == 0.0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the atomic folder swap is renameat2(RENAME_EXCHANGE)")
+def test_saving_the_model_again_never_leaves_the_run_without_model(tmp_path, micro_model_dir, monkeypatch):
+    """The final model folder is swapped in whole: at every delete or rename save_model does, model/ is there
+    (the old code deleted model/ before renaming model.tmp into place), and then it holds the new weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    class R:
+        pass
+    run = R()
+    run.model = AutoModelForCausalLM.from_pretrained(micro_model_dir)
+    run.tok, run.out = AutoTokenizer.from_pretrained(micro_model_dir), tmp_path
+    run.dist = parallel.Dist(device=torch.device("cpu"))
+    train.save_model(run)
+    with torch.no_grad():
+        for p in run.model.parameters():
+            p.add_(1.0)
+    seen, rmtree, replace = [], train.shutil.rmtree, train.os.replace
+    present = (tmp_path / "model" / "config.json").exists
+    monkeypatch.setattr(train.shutil, "rmtree", lambda *a, **k: (seen.append(present()), rmtree(*a, **k))[1])
+    monkeypatch.setattr(train.os, "replace", lambda *a, **k: (seen.append(present()), replace(*a, **k))[1])
+    train.save_model(run)
+    assert seen and all(seen), seen
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), run.model.state_dict().values()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no model.tmp or model.old left
+
+
+def test_text_files_are_fsynced_before_the_rename(tmp_path, monkeypatch):
+    """config.json and results.json: written to a temporary file, fsynced, renamed, the folder fsynced."""
+    events, fsync, replace = [], train.os.fsync, train.os.replace
+    monkeypatch.setattr(train.os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
+    monkeypatch.setattr(train.os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
+    train.atomic_write_text(tmp_path / "results.json", '{"a": 1}')
+    assert events == ["fsync", "replace", "fsync"] and (tmp_path / "results.json").read_text() == '{"a": 1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
