@@ -202,11 +202,28 @@ def _prefill(model, prompts: list[list[int]], pad_id: int, device, min_shared: i
     return cache, result.logits[:, -1], attn, position_ids
 
 
-def _sample_rows(logits: torch.Tensor, temperature: float, generators: list[torch.Generator]) -> torch.Tensor:
+def truncate_logits(logits: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """Top-k, then top-p (nucleus) filtering of tempered logits [B, V], in that order as in vLLM and
+    transformers: tokens outside get -inf. Top-p keeps each token whose more probable tokens hold less than
+    top_p of the mass (so always the most probable one). top_p 1 and top_k 0 leave the logits unchanged."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]  # [B, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # [B, V]
+        probs = sorted_logits.softmax(-1)
+        before = probs.cumsum(-1) - probs  # mass of the more probable tokens
+        drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, before >= top_p)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def _sample_rows(logits: torch.Tensor, temperature: float, generators: list[torch.Generator],
+                 top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
     """One token per row; each row draws from its own generator so a rollout does not depend on its batch."""
     if temperature <= 0:
         return logits.argmax(-1)  # [B]
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # [B, V]
+    probs = torch.softmax(truncate_logits(logits.float() / temperature, top_p, top_k), dim=-1)  # [B, V]
     return torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(generators)])
 
 
@@ -262,21 +279,23 @@ def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
     return -torch.log((-torch.log(u)).clamp_min(2.0 ** -25))
 
 
-def gumbel_sample(logits: torch.Tensor, temperature: float, seeds: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    """One token per row from softmax(logits / temperature) (argmax when temperature <= 0): [B, V] -> [B].
+def gumbel_sample(logits: torch.Tensor, temperature: float, seeds: torch.Tensor, step: torch.Tensor,
+                  top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """One token per row from softmax(logits / temperature) (argmax when temperature <= 0), restricted by
+    truncate_logits: [B, V] -> [B].
     The noise is bounded (gumbel_from_uniform), so a token whose logit is more than 19.45 T below the best is
     never drawn, where exact sampling would draw it with probability below e^-19.45 = 3.6e-9 of the best's."""
     if temperature <= 0:
         return logits.argmax(-1)
     gumbel = gumbel_from_uniform(counter_uniforms(seeds, step, logits.shape[-1]))  # [B, V]
-    return (logits.float() / temperature + gumbel).argmax(-1)
+    return (truncate_logits(logits.float() / temperature, top_p, top_k) + gumbel).argmax(-1)
 
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
              seeds: list[int] | None = None, batch_size: int = 64, stop_ids: list[int] | None = None,
              progress=None, backend: str = "auto", compile: bool | None = None,
-             stop_strings: list[str] | None = None) -> list[Rollout]:
+             stop_strings: list[str] | None = None, top_p: float = 1.0, top_k: int = 0) -> list[Rollout]:
     """Sample one response per prompt (token ids in, token ids out).
 
     backend "eager" (the default off CUDA): left-padded batches of `batch_size` prompts, sorted by length so
@@ -285,13 +304,14 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
     depends on this). backend "static" (the default on CUDA): `generate_static`, the same contract;
     `compile` is its flag (None: compile on CUDA). A row also ends at the token that completes any of
     `stop_strings` in its decoded text (checked every 16 tokens while decoding, cut exactly at the end).
+    top_p and top_k restrict each draw (truncate_logits) on both backends.
     """
     if backend == "auto":
         backend = "static" if next(model.parameters()).device.type == "cuda" else "eager"
     if backend == "static":
         return generate_static(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                                seeds=seeds, batch_size=batch_size, stop_ids=stop_ids, progress=progress,
-                               compile=compile, stop_strings=stop_strings)
+                               compile=compile, stop_strings=stop_strings, top_p=top_p, top_k=top_k)
     if backend != "eager":
         raise ValueError(f"backend must be auto, eager or static, got {backend!r}")
     device = next(model.parameters()).device
@@ -319,7 +339,7 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
         done = torch.zeros(len(rows), dtype=torch.bool)  # per cache row: reached an end-of-turn token
         n_gen = 0
         for t in range(max_new_tokens):
-            nxt = _sample_rows(logits.cpu(), temperature, [gens[r] for r in active.tolist()])  # [A]
+            nxt = _sample_rows(logits.cpu(), temperature, [gens[r] for r in active.tolist()], top_p, top_k)  # [A]
             nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
             new_tokens[active, t] = nxt
             n_gen = t + 1
@@ -399,11 +419,12 @@ def rows_that_fit(model, max_len: int, requested: int, device: torch.device, sha
 _COMPILED: dict = {}
 
 
-def _decode_step(model, cache, token, position, attention_mask, seeds, step, temperature: float, cache_name: str):
-    """One decode step of every row of a static batch: next token [B] from the previous one [B]."""
+def _decode_step(model, cache, token, position, attention_mask, seeds, step, sampling: tuple, cache_name: str):
+    """One decode step of every row of a static batch: next token [B] from the previous one [B].
+    sampling: (temperature, top_p, top_k)."""
     out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=position[:, None],
                 use_cache=True, **{cache_name: cache})
-    return gumbel_sample(out.logits[:, -1], temperature, seeds, step)
+    return gumbel_sample(out.logits[:, -1], sampling[0], seeds, step, sampling[1], sampling[2])
 
 
 def decode_step_fn(device: torch.device, compile: bool | None = None):
@@ -421,7 +442,8 @@ def decode_step_fn(device: torch.device, compile: bool | None = None):
 def generate_static(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
                     seeds: list[int] | None = None, batch_size: int = 64, stop_ids: list[int] | None = None,
                     progress=None, compile: bool | None = None, check_every: int = 16,
-                    pad_to: int = 64, stop_strings: list[str] | None = None) -> list[Rollout]:
+                    pad_to: int = 64, stop_strings: list[str] | None = None, top_p: float = 1.0,
+                    top_k: int = 0) -> list[Rollout]:
     """generate() for accelerators: a static KV cache and a fixed-shape decode step (compiled with CUDA
     graphs on CUDA), sampling on the device (`gumbel_sample`), no host synchronisation per token.
 
@@ -443,8 +465,8 @@ def generate_static(model, tokenizer, prompts: list[list[int]], *, max_new_token
     model.eval()
     for b0 in range(0, len(order), batch_size):
         rows = order[b0:b0 + batch_size]
-        args = ([prompts[i] for i in rows], [int(seeds[i]) % (2**63) for i in rows], max_new_tokens, temperature,
-                stop, pad_id, pad_to, check_every, stop_strings)
+        args = ([prompts[i] for i in rows], [int(seeds[i]) % (2**63) for i in rows], max_new_tokens,
+                (temperature, top_p, top_k), stop, pad_id, pad_to, check_every, stop_strings)
         try:
             tokens = _static_batch(model, tokenizer, *args, step_fn)
         except Exception as e:  # noqa: BLE001 (a compiler failure must not end a training run)
@@ -462,7 +484,7 @@ def generate_static(model, tokenizer, prompts: list[list[int]], *, max_new_token
     return out  # type: ignore[return-value]
 
 
-def _static_batch(model, tokenizer, prompts, seeds, max_new_tokens, temperature, stop, pad_id, pad_to,
+def _static_batch(model, tokenizer, prompts, seeds, max_new_tokens, sampling, stop, pad_id, pad_to,
                   check_every, stop_strings, step_fn) -> list[list[int]]:
     """One batch of generate_static: the new tokens of each row (pads after its end)."""
     from transformers import StaticCache
@@ -481,7 +503,7 @@ def _static_batch(model, tokenizer, prompts, seeds, max_new_tokens, temperature,
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
                    **{name: cache}).logits[:, -1]  # [B, V]
     steps = torch.arange(max_new_tokens, device=device)  # step t as a tensor: one graph for every t
-    token = gumbel_sample(logits, temperature, row_seeds, steps[0])  # [B]
+    token = gumbel_sample(logits, sampling[0], row_seeds, steps[0], sampling[1], sampling[2])  # [B]
     tokens = torch.full((len(prompts), max_new_tokens), pad_id, dtype=torch.long, device=device)  # [B, N]
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)  # [B]
     for t in range(max_new_tokens):
@@ -496,7 +518,7 @@ def _static_batch(model, tokenizer, prompts, seeds, max_new_tokens, temperature,
                 done[hits] = True
         if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and bool(done.all())):
             break
-        token = step_fn(model, cache, token.clone(), lengths + t, mask, row_seeds, steps[t + 1], temperature, name)
+        token = step_fn(model, cache, token.clone(), lengths + t, mask, row_seeds, steps[t + 1], sampling, name)
     return tokens.tolist()
 
 

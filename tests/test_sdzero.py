@@ -202,6 +202,47 @@ def test_sampler_frequencies_with_a_token_near_probability_one():
     assert draws.numel() == n and bool((draws == 3).all())
 
 
+def test_truncate_logits_by_hand():
+    """Top-k then top-p on p = (0.5, 0.3, 0.15, 0.05): top-p 0.75 keeps the tokens whose more probable ones
+    hold less than 0.75 (0.5 and 0.3); top-k 3 drops the last; both off change nothing."""
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    inf = float("-inf")
+    assert torch.equal(sdzero.truncate_logits(logits), logits)
+    assert sdzero.truncate_logits(logits, top_p=0.75)[0, 2:].tolist() == [inf, inf]
+    assert torch.isfinite(sdzero.truncate_logits(logits, top_p=0.75)[0, :2]).all()
+    assert sdzero.truncate_logits(logits, top_k=3)[0].isinf().tolist() == [False, False, False, True]
+    assert sdzero.truncate_logits(logits, top_p=0.01)[0].isinf().tolist() == [False, True, True, True]
+    shuffled = logits[:, [2, 0, 3, 1]]  # order of the vocabulary does not matter
+    assert sdzero.truncate_logits(shuffled, top_p=0.75)[0].isinf().tolist() == [True, False, True, False]
+
+
+@pytest.mark.parametrize("top_p,top_k,want", [(0.75, 0, [0.625, 0.375, 0, 0]), (1.0, 3, [0.5 / 0.95, 0.3 / 0.95,
+                                                                                          0.15 / 0.95, 0])])
+def test_both_samplers_draw_from_the_truncated_softmax(top_p, top_k, want):
+    """The eager sampler (per-row generators) and the counter-based one draw from the renormalised kept mass."""
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    n = 20_000
+    seeds = torch.arange(n, dtype=torch.long) * 7919 + 3
+    gumbel = sdzero.gumbel_sample(logits.expand(n, -1), 1.0, seeds, torch.tensor(1), top_p, top_k)
+    eager = sdzero._sample_rows(logits.expand(n, -1), 1.0, [torch.Generator().manual_seed(i) for i in range(n)],
+                                top_p, top_k)
+    p = torch.tensor(want, dtype=torch.double)
+    for draws in (gumbel, eager):
+        freq = torch.bincount(draws, minlength=4).double() / n
+        assert torch.all((freq - p).abs() <= 4 * (p * (1 - p) / n).sqrt() + 1e-9), (freq, p)
+
+
+@pytest.mark.parametrize("backend", ["eager", "static"])
+def test_generate_with_top_k_1_is_greedy(micro, backend):
+    """top_k reaches the sampler on both backends: top-k 1 at temperature 0.7 decodes what greedy decodes."""
+    model, tok = micro
+    prompts = _prompts(tok, QUESTIONS[:3])
+    kw = dict(max_new_tokens=12, backend=backend, **({"compile": False} if backend == "static" else {}))
+    greedy = sdzero.generate(model, tok, prompts, temperature=0.0, **kw)
+    top1 = sdzero.generate(model, tok, prompts, temperature=0.7, top_k=1, seeds=[5, 6, 7], **kw)
+    assert [r.response_ids for r in top1] == [r.response_ids for r in greedy]
+
+
 def test_counter_uniforms_are_a_function_of_seed_step_token():
     seeds = torch.tensor([0, 1, 2**62 + 5, -7 % 2**63], dtype=torch.long)
     u = sdzero.counter_uniforms(seeds, torch.tensor(3), 1000)
