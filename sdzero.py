@@ -396,6 +396,29 @@ def _rollout(tokenizer, prompt: list[int], tokens: list[int], stop_set: set[int]
     return Rollout(list(prompt), resp, tokenizer.decode(resp, skip_special_tokens=True), truncated=end is None)
 
 
+def end_at_stop(tokenizer, rollout: Rollout, stop_ids: set[int], stop_strings: list[str], end_id: int) -> Rollout:
+    """A rollout that ended on one of stop_ids or stop_strings, with the stop cut off and end_id put in its
+    place, as the authors' Phase 1 has it (vLLM drops stop strings from the text; their SFT then appends the
+    end of turn). A text stop is cut at the last token boundary before it starts (a token that straddles
+    the start goes too). Other rollouts come back unchanged."""
+    ids = rollout.response_ids
+    if ids and ids[-1] in stop_ids:
+        ids = ids[:-1]
+    else:
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        starts = [text.find(s) for s in stop_strings if s in text]
+        if not starts or rollout.truncated:  # a rollout that met a stop string ended there, untruncated
+            return rollout
+        first = min(starts)
+        lo, hi = 0, len(ids)  # the longest prefix whose text ends before the stop string starts
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if len(tokenizer.decode(ids[:mid], skip_special_tokens=True)) <= first else (lo, mid - 1)
+        ids = ids[:lo]
+    ids = list(ids) + [end_id]
+    return Rollout(rollout.prompt_ids, ids, tokenizer.decode(ids, skip_special_tokens=True), truncated=False)
+
+
 # ------------------------------------------------------------------------------------------ static-cache generation
 
 def kv_bytes_per_token(config, dtype: torch.dtype) -> int:

@@ -106,6 +106,17 @@ class Config:
     # sampling (sdzero-spec.md, Phase 1 step 1 and Phase 2)
     max_new_tokens: int = knob(48, "new tokens per sample (paper: 16K)")
     temperature: float = knob(0.7, "sampling temperature for training rollouts (paper 0.7; authors' code 1.0)")
+    p1_top_p: float = knob(1.0, "Phase 1 top-p, y_init and revisions (paper: none; authors' "
+                           "self_critique_pipeline.py: 0.9)")
+    p1_top_k: int = knob(0, "Phase 1 top-k (0 = off)")
+    p1_stop: str = knob("", "Phase 1 stop strings, comma-separated: the stop is cut and the end of turn put in its "
+                        "place (authors' self_critique_pipeline.py: <|im_end|>,<|endoftext|>,<|im_start|>,Question:)")
+    p2_top_p: float = knob(1.0, "Phase 2 samples' top-p (paper: none; authors' distillation_math.yaml: 1.0)")
+    p2_top_k: int = knob(0, "Phase 2 top-k (0 = off)")
+    baseline_top_p: float = knob(1.0, "RFT and GRPO rollouts' top-p")
+    baseline_top_k: int = knob(0, "RFT and GRPO top-k (0 = off)")
+    eval_top_p: float = knob(1.0, "held-out sampling top-p")
+    eval_top_k: int = knob(0, "held-out top-k (0 = off)")
     gen_batch_size: int = knob(64, "prompts per generation batch (memory bound)")
     num_revisions: int = knob(3, "revisions sampled per y_init in Phase 1 (paper: 3)")
     revise_correct: bool = knob(True, "also revise correct y_init with the r=1 phrase (paper: yes; authors' code: no)")
@@ -265,6 +276,11 @@ def check_config(cfg: Config) -> None:
     if not cfg.temperature > 0:  # GRPO divides logits by it; Phase 1's revisions of one y_init would be copies
         bad("--temperature", f"{cfg.temperature} is not > 0: training rollouts are sampled (greedy decoding is "
             "for evaluation: --eval-temperature 0)")
+    for stage in ("p1", "p2", "baseline", "eval"):
+        if not 0 < getattr(cfg, f"{stage}_top_p") <= 1:
+            bad(f"--{stage}-top-p", "top-p lies in (0, 1] (1 = off)")
+        if getattr(cfg, f"{stage}_top_k") < 0:
+            bad(f"--{stage}-top-k", "top-k is 0 (off) or more")
     if cfg.eval_temperature <= 0 and cfg.eval_samples != 1:
         bad("--eval-samples", "greedy evaluation (--eval-temperature 0) gives one answer per question; use 1")
     if cfg.p2_micro_batch < 0:
@@ -419,6 +435,14 @@ def _rename_exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
+def split_stops(tok, spec: str) -> tuple[set[int], list[str] | None]:
+    """--p1-stop "a,b,...": the ids of those that are special tokens (matched as tokens: decoding drops them
+    from the text) and the rest as text stop strings."""
+    added = tok.get_added_vocab()
+    stops = [x for x in spec.split(",") if x]
+    return {added[x] for x in stops if x in added}, [x for x in stops if x not in added] or None
+
+
 def loggable(answer):
     """What samples.jsonl shows of a gold answer: the string (math), or a code task without its hidden tests."""
     if isinstance(answer, dict):
@@ -516,7 +540,7 @@ def evaluate_rows(run: "Run", name: str, rows: list, max_new_tokens: int, label:
              for i in range(len(prompts))]
     t0 = time.time()
     rollouts, correct = run.rollouts(prompts, seeds, [rows[i // k].answer for i in range(len(prompts))],
-                                     max_new_tokens, cfg.eval_temperature, f"eval {name} {label}".rstrip())
+                                     max_new_tokens, "eval", f"eval {name} {label}".rstrip())
     per_q = [sum(correct[j * k:(j + 1) * k]) for j in range(len(rows))]
     result = {
         "avg@k": sum(correct) / len(correct), "pass@k": sum(pass_at_k(k, c, k) for c in per_q) / len(rows),
@@ -547,8 +571,8 @@ def evaluate_reviser(run: "Run", name: str, rows: list, rollouts: list, correct:
     contexts = [revise.reviser_context_ids(run.tok, y.prompt_ids, y.response_ids, r, cfg.phrase_style, run.end_ids)
                 for y, r in zip(rollouts, correct)]
     _, fixed = run.rollouts(contexts, [derive_seed(cfg.seed, "eval_revise", name, i) for i in range(len(contexts))],
-                            [rows[i // k].answer for i in range(len(contexts))], max_new_tokens,
-                            cfg.eval_temperature, f"eval {name} reviser")
+                            [rows[i // k].answer for i in range(len(contexts))], max_new_tokens, "eval",
+                            f"eval {name} reviser")
     n0, n1 = correct.count(0), correct.count(1)
     return {"n_r0": n0, "n_r1": n1,
             "r0_corrected": sum(f for f, r in zip(fixed, correct) if r == 0) / n0 if n0 else None,
@@ -616,20 +640,33 @@ class Run:
         return self._prompt_cache[ex.question]
 
     def rollouts(self, prompts: list[list[int]], seeds: list[int], answers: list, max_new_tokens: int,
-                 temperature: float, desc: str) -> tuple[list[sdzero.Rollout], list[int]]:
+                 stage: str, desc: str) -> tuple[list[sdzero.Rollout], list[int]]:
         """Sample one response per prompt and verify it: (rollouts, rewards) in prompt order. Under torchrun
         each rank samples and verifies its share of the prompts and every rank receives all of them; row i
-        samples with seeds[i] wherever it runs, so the result does not depend on the world size."""
-        d = self.dist
+        samples with seeds[i] wherever it runs, so the result does not depend on the world size. stage (p1,
+        p2, baseline, eval) picks the sampling settings: --temperature (--eval-temperature), --STAGE-top-p,
+        --STAGE-top-k, and for p1 --p1-stop."""
+        d, cfg = self.dist, self.cfg
+        temperature = cfg.eval_temperature if stage == "eval" else cfg.temperature
+        stop_ids, stop_strings = self.end_ids, None
+        if stage == "p1" and cfg.p1_stop:
+            special, stop_strings = split_stops(self.tok, cfg.p1_stop)
+            stop_ids = sorted(set(self.end_ids) | special)
         mine = parallel.my_rows(d, len(prompts))
         with parallel.rollout_mode(self.policy, d), parallel.amp(self.autocast, self.device.type), \
                 tqdm(total=len(mine), desc=desc, leave=False, disable=not d.main) as bar:
             ys = sdzero.generate(self.sampling_model(), self.tok, [prompts[i] for i in mine],
                                  max_new_tokens=max_new_tokens, temperature=temperature, seeds=[seeds[i] for i in mine],
-                                 batch_size=self.cfg.gen_batch_size, progress=bar,
+                                 top_p=getattr(cfg, f"{stage}_top_p"), top_k=getattr(cfg, f"{stage}_top_k"),
+                                 stop_ids=stop_ids, stop_strings=stop_strings, batch_size=cfg.gen_batch_size,
+                                 progress=bar,
                                  # FSDP2's hooks stay on the gathered layers: sample without CUDA graphs there
                                  compile=False if d.strategy == "fsdp" else None)
-        rs = rewards([y.text for y in ys], [answers[i] for i in mine], self.cfg.task)
+        if stage == "p1" and cfg.p1_stop:  # the stop is cut and the end of turn put in its place
+            extra = set(stop_ids) - set(self.end_ids)
+            end = self.tok.eos_token_id if self.tok.eos_token_id in self.end_ids else self.end_ids[0]
+            ys = [sdzero.end_at_stop(self.tok, y, extra, stop_strings or [], end) for y in ys]
+        rs = rewards([y.text for y in ys], [answers[i] for i in mine], cfg.task)
         both = parallel.gather(d, len(prompts), mine, list(zip(ys, rs)))
         return [y for y, _ in both], [r for _, r in both]
 
@@ -727,7 +764,7 @@ def phase1_sample(run: Run) -> None:
     t0 = time.time()
     prompts = [run.prompt_ids(ex) for ex in rows]
     y_init, r_init = run.rollouts(prompts, [derive_seed(cfg.seed, "p1_init", i) for i in range(len(rows))],
-                                  [ex.answer for ex in rows], cfg.max_new_tokens, cfg.temperature, "phase 1: y_init")
+                                  [ex.answer for ex in rows], cfg.max_new_tokens, "p1", "phase 1: y_init")
     # Revise every y_init (paper) or only the wrong ones (authors' code, --no-revise-correct).
     todo = [i for i in range(len(rows)) if cfg.revise_correct or r_init[i] == 0]
     contexts, owners = [], []
@@ -738,8 +775,7 @@ def phase1_sample(run: Run) -> None:
             contexts.append(ctx)
             owners.append((i, j))
     y_rev, r_rev = run.rollouts(contexts, [derive_seed(cfg.seed, "p1_rev", i, j) for i, j in owners],
-                                [rows[i].answer for i, _ in owners], cfg.max_new_tokens, cfg.temperature,
-                                "phase 1: revisions")
+                                [rows[i].answer for i, _ in owners], cfg.max_new_tokens, "p1", "phase 1: revisions")
     kept = []
     for y, r, (i, j) in zip(y_rev, r_rev, owners):
         if r == 1:
@@ -997,7 +1033,7 @@ def phase2_step(run: Run, step: int) -> dict:
     prompts = [run.prompt_ids(ex) for ex in batch]
     # 2a. One on-policy sample per question.
     ys, rs = run.rollouts(prompts, [derive_seed(cfg.seed, "p2", step, i) for i in range(len(batch))],
-                          [ex.answer for ex in batch], cfg.max_new_tokens, cfg.temperature, "phase 2: samples")
+                          [ex.answer for ex in batch], cfg.max_new_tokens, "p2", "phase 2: samples")
     count_generations(run, "p2", len(ys))
     t_gen = time.time() - t0
     # 2b. Teacher inputs; y is cut for both sides when x + 2|y| + |phrase| exceeds the teacher's cap. A sample
@@ -1143,7 +1179,7 @@ def rft_sample(run: Run) -> None:
     prompts = [run.prompt_ids(ex) for ex in rows]
     ys, rs = run.rollouts([p for p in prompts for _ in range(k)],
                           [derive_seed(cfg.seed, "rft", i, j) for i in range(len(rows)) for j in range(k)],
-                          [ex.answer for ex in rows for _ in range(k)], cfg.max_new_tokens, cfg.temperature,
+                          [ex.answer for ex in rows for _ in range(k)], cfg.max_new_tokens, "baseline",
                           "rft: samples")
     count_generations(run, "rft", len(ys))
     data, solved = [], 0
@@ -1236,7 +1272,7 @@ def grpo_step(run: Run, step: int) -> dict | None:
         run.state["grpo_cursor"] += need
         prompts = [run.prompt_ids(pool[q]) for q in qs for _ in range(n)]
         ys, rs = run.rollouts(prompts, [derive_seed(cfg.seed, "grpo", step, rnd, i) for i in range(len(prompts))],
-                              [pool[q].answer for q in qs for _ in range(n)], cfg.max_new_tokens, cfg.temperature,
+                              [pool[q].answer for q in qs for _ in range(n)], cfg.max_new_tokens, "baseline",
                               "grpo: rollouts")
         count_generations(run, "grpo", len(ys))
         generated += len(ys)

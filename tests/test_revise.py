@@ -107,3 +107,25 @@ def test_teacher_y_length_cuts_y_and_gives_no_room_zero():
     assert revise.teacher_y_length(10, 20, 5, 45) == 15  # (45 - 15) // 2
     assert revise.teacher_y_length(10, 20, 5, 16) == 0  # one token twice needs 17: no loss from this sample
     assert revise.teacher_y_length(10, 20, 5, 17) == 1
+
+
+def test_end_at_stop_cuts_the_stop_and_ends_the_turn(smol_tok):
+    """The authors' Phase 1 stops (vLLM drops the stop string; their SFT appends the end of turn): a text stop
+    is cut at the token boundary before it, a special-token stop is replaced, anything else is unchanged."""
+    import train
+    tok = smol_tok
+    im_end, im_start = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|im_start|>")
+    special, text_stops = train.split_stops(tok, "<|im_end|>,<|endoftext|>,<|im_start|>,Question:")
+    assert special == {im_end, im_start, tok.convert_tokens_to_ids("<|endoftext|>")} and text_stops == ["Question:"]
+    ids = tok.encode("So the answer is 7.\n\nQuestion:", add_special_tokens=False)
+    y = sdzero.Rollout([1], ids, tok.decode(ids), truncated=False)
+    cut = sdzero.end_at_stop(tok, y, {im_start}, ["Question:"], im_end)
+    assert cut.response_ids[-1] == im_end and cut.text == "So the answer is 7.\n\n" and not cut.truncated
+    assert cut.response_ids[:-1] == ids[:len(cut.response_ids) - 1]
+    ids = tok.encode("So the answer is 7.", add_special_tokens=False)
+    y = sdzero.Rollout([1], ids + [im_start], tok.decode(ids), truncated=False)
+    assert sdzero.end_at_stop(tok, y, {im_start}, ["Question:"], im_end).response_ids == ids + [im_end]
+    plain = sdzero.Rollout([1], ids + [im_end], tok.decode(ids), truncated=False)
+    assert sdzero.end_at_stop(tok, plain, {im_start}, ["Question:"], im_end) is plain
+    long = sdzero.Rollout([1], ids, tok.decode(ids), truncated=True)
+    assert sdzero.end_at_stop(tok, long, {im_start}, ["Question:"], im_end) is long

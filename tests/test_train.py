@@ -185,7 +185,9 @@ def test_bad_flags():
     for argv, flag in ((["--teacher", "sync:0"], "--teacher"), (["--divergence", "kl"], "--divergence"),
                        (["--srt-loss", "all"], "--srt-loss"), (["--eval-samples", "4"], "--eval-samples"),
                        (["--temperature", "0"], "--temperature"), (["--temperature", "-1"], "--temperature"),
-                       (["--method", "grpo", "--temperature", "0"], "--temperature")):
+                       (["--method", "grpo", "--temperature", "0"], "--temperature"),
+                       (["--p1-top-p", "0"], "--p1-top-p"), (["--eval-top-p", "1.5"], "--eval-top-p"),
+                       (["--baseline-top-k", "-1"], "--baseline-top-k")):
         with pytest.raises(SystemExit, match=flag):
             train.parse_args(["--preset", "smoke", *argv])
     # B3: greedy stays available where it makes sense, in evaluation
@@ -314,6 +316,9 @@ def test_activation_checkpointing_and_bf16_runs(tmp_path):
     ["--teacher", "ema:0.5", "--divergence", "jsd", "--topk", "8", "--support", "student", "--tail"],
     ["--srt-loss", "rev", "--divergence", "forward", "--topk", "16", "--tail", "--phrase-style", "olmo",
      "--no-revise-correct"],
+    # the authors' sampling: top-p 0.9 and their stop strings in Phase 1; top-k and top-p elsewhere
+    ["--temperature", "1.0", "--p1-top-p", "0.9", "--p1-stop", "<|im_end|>,<|endoftext|>,<|im_start|>,Question:",
+     "--p2-top-k", "20", "--eval-temperature", "0.7", "--eval-top-p", "0.95", "--p1-top-k", "50"],
 ])
 def test_phase2_variants_run(tmp_path, flags):
     out = tmp_path / "v"
