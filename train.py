@@ -161,7 +161,10 @@ class Config:
     grpo_overlong: int = knob(0, "GRPO: DAPO overlong penalty over the last N tokens before the cap (0 = off)")
     grpo_kl: float = knob(0.0, "GRPO: KL(pi || initial model) coefficient (GRPO 0.04; DAPO 0 = off)")
     # optimisation (both phases)
-    weight_decay: float = knob(0.0, "AdamW weight decay")
+    srt_weight_decay: float = knob(0.0, "AdamW weight decay in Phase 1 and RFT (paper: none given; authors' sft.sh: 1e-4)")
+    srt_betas: str = knob("0.9,0.999", "AdamW betas in Phase 1 and RFT (torch's default; authors' sft.sh: 0.9,0.95)")
+    p2_weight_decay: float = knob(0.0, "AdamW weight decay in Phase 2 and GRPO (authors' distillation_math.yaml: 0.01)")
+    p2_betas: str = knob("0.9,0.999", "AdamW betas in Phase 2 and GRPO (authors' distillation_math.yaml: 0.9,0.999)")
     grad_clip: float = knob(1.0, "gradient-norm clip (authors' code: 1.0)")
     # evaluation
     eval_samples: int = knob(1, "samples per held-out question: avg@k and pass@k use k = this")
@@ -276,6 +279,13 @@ def check_config(cfg: Config) -> None:
     if not cfg.temperature > 0:  # GRPO divides logits by it; Phase 1's revisions of one y_init would be copies
         bad("--temperature", f"{cfg.temperature} is not > 0: training rollouts are sampled (greedy decoding is "
             "for evaluation: --eval-temperature 0)")
+    for group in ("srt", "p2"):
+        try:
+            parse_betas(getattr(cfg, f"{group}_betas"))
+        except ValueError as e:
+            bad(f"--{group}-betas", str(e))
+        if getattr(cfg, f"{group}_weight_decay") < 0:
+            bad(f"--{group}-weight-decay", "must be 0 or more")
     for stage in ("p1", "p2", "baseline", "eval"):
         if not 0 < getattr(cfg, f"{stage}_top_p") <= 1:
             bad(f"--{stage}-top-p", "top-p lies in (0, 1] (1 = off)")
@@ -858,10 +868,22 @@ def srt_loss(run: Run, batch: list[dict], terms: str) -> tuple[torch.Tensor, flo
     return loss, value, {"l_rev": rev, "l_gen": gen, "tokens": int(sum(len(ex["input_ids"]) for ex in batch))}
 
 
-def make_optimizer(run: Run, lr: float, total_steps: int, warmup_steps: int, cosine: bool):
+def parse_betas(spec: str) -> tuple[float, float]:
+    """--srt-betas / --p2-betas "b1,b2" -> (b1, b2), each in [0, 1)."""
+    try:
+        b1, b2 = (float(x) for x in spec.split(","))
+    except ValueError:
+        raise ValueError(f"{spec!r} is not two numbers b1,b2") from None
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise ValueError(f"{spec!r}: betas lie in [0, 1)")
+    return b1, b2
+
+
+def make_optimizer(run: Run, lr: float, total_steps: int, warmup_steps: int, cosine: bool, group: str):
+    """AdamW with the settings of `group`: "srt" (Phase 1, RFT) or "p2" (Phase 2, GRPO)."""
     params = [p for p in run.model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=run.cfg.weight_decay,
-                            fused=run.device.type == "cuda")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=getattr(run.cfg, f"{group}_weight_decay"),
+                            betas=parse_betas(getattr(run.cfg, f"{group}_betas")), fused=run.device.type == "cuda")
 
     def schedule(step: int) -> float:
         if step < warmup_steps:
@@ -902,7 +924,7 @@ def sft_train(run: Run, resume_ckpt: dict | None, data: list[dict], terms: str, 
     cfg = run.cfg
     steps_per_epoch = math.ceil(len(data) / cfg.srt_batch_size)
     total = steps_per_epoch * cfg.srt_epochs
-    run.optimizer, run.scheduler = make_optimizer(run, cfg.srt_lr, total, round(cfg.srt_warmup * total), True)
+    run.optimizer, run.scheduler = make_optimizer(run, cfg.srt_lr, total, round(cfg.srt_warmup * total), True, "srt")
     run.restore_optimizer(resume_ckpt)
     run.model.train()
     order_tag = "srt_order" if phase == "p1" else f"{phase}_order"
@@ -1148,7 +1170,7 @@ def phase2_train(run: Run, resume_ckpt: dict | None) -> None:
     total = phase2_steps(run)
     if run.teacher is None:
         make_teacher(run)  # the SRT model, frozen unless --teacher says otherwise
-    run.optimizer, run.scheduler = make_optimizer(run, cfg.p2_lr, total, cfg.p2_warmup, False)
+    run.optimizer, run.scheduler = make_optimizer(run, cfg.p2_lr, total, cfg.p2_warmup, False, "p2")
     run.restore_optimizer(resume_ckpt)
     with tqdm(total=total, initial=run.state["step"], desc="phase 2: distill", leave=False) as bar:
         while run.state["step"] < total:
@@ -1348,7 +1370,7 @@ def grpo_train(run: Run, resume_ckpt: dict | None) -> None:
     run.state.setdefault("grpo_cursor", 0)
     if cfg.grpo_kl > 0 and run.teacher is None:
         make_teacher(run)  # the reference model of the KL term: the initial policy
-    run.optimizer, run.scheduler = make_optimizer(run, cfg.grpo_lr, 0, cfg.grpo_warmup, False)
+    run.optimizer, run.scheduler = make_optimizer(run, cfg.grpo_lr, 0, cfg.grpo_warmup, False, "p2")
     run.restore_optimizer(resume_ckpt)
     while grpo_steps_left(run):
         step = run.state["step"]

@@ -187,7 +187,8 @@ def test_bad_flags():
                        (["--temperature", "0"], "--temperature"), (["--temperature", "-1"], "--temperature"),
                        (["--method", "grpo", "--temperature", "0"], "--temperature"),
                        (["--p1-top-p", "0"], "--p1-top-p"), (["--eval-top-p", "1.5"], "--eval-top-p"),
-                       (["--baseline-top-k", "-1"], "--baseline-top-k")):
+                       (["--baseline-top-k", "-1"], "--baseline-top-k"), (["--srt-betas", "0.9"], "--srt-betas"),
+                       (["--p2-betas", "0.9,1.0"], "--p2-betas"), (["--p2-weight-decay", "-1"], "--p2-weight-decay")):
         with pytest.raises(SystemExit, match=flag):
             train.parse_args(["--preset", "smoke", *argv])
     # B3: greedy stays available where it makes sense, in evaluation
@@ -244,6 +245,21 @@ def test_teacher_sync_and_ema():
     train.update_teacher(run, 3)
     assert torch.allclose(teacher.weight, before + 0.25 * 4.0)
     assert not teacher.weight.requires_grad
+
+
+def test_adamw_settings_per_phase():
+    """--srt-betas/--srt-weight-decay reach Phase 1's (and RFT's) AdamW, --p2-* Phase 2's (and GRPO's); the
+    authors' values: sft.sh (0.9, 0.95) and 1e-4, distillation_math.yaml (0.9, 0.999) and 0.01."""
+    class R:
+        pass
+    run = R()
+    run.model, run.device = torch.nn.Linear(2, 2), torch.device("cpu")
+    run.cfg = train.parse_args(["--preset", "smoke", "--srt-betas", "0.9,0.95", "--srt-weight-decay", "1e-4",
+                                "--p2-weight-decay", "0.01"])
+    opt, _ = train.make_optimizer(run, 1e-5, 10, 1, True, "srt")
+    assert opt.param_groups[0]["betas"] == (0.9, 0.95) and opt.param_groups[0]["weight_decay"] == 1e-4
+    opt, _ = train.make_optimizer(run, 1e-5, 10, 1, False, "p2")
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999) and opt.param_groups[0]["weight_decay"] == 0.01
 
 
 def test_bf16_teacher_follows_an_fp32_student():
