@@ -118,6 +118,7 @@ class Config:
     eval_top_p: float = knob(1.0, "held-out sampling top-p")
     eval_top_k: int = knob(0, "held-out top-k (0 = off)")
     gen_batch_size: int = knob(64, "prompts per generation batch (memory bound)")
+    num_init: int = knob(1, "y_init sampled per Phase 1 question (paper: 1; authors' run_srt_data.sh: 3)")
     num_revisions: int = knob(3, "revisions sampled per y_init in Phase 1 (paper: 3)")
     revise_correct: bool = knob(True, "also revise correct y_init with the r=1 phrase (paper: yes; authors' code: no)")
     phrase_style: str = knob("paper", "control phrases: paper | qwen | olmo (sdzero-spec.md)")
@@ -279,6 +280,8 @@ def check_config(cfg: Config) -> None:
     if not cfg.temperature > 0:  # GRPO divides logits by it; Phase 1's revisions of one y_init would be copies
         bad("--temperature", f"{cfg.temperature} is not > 0: training rollouts are sampled (greedy decoding is "
             "for evaluation: --eval-temperature 0)")
+    if cfg.num_init < 1:
+        bad("--num-init", "at least one y_init per question")
     for group in ("srt", "p2"):
         try:
             parse_betas(getattr(cfg, f"{group}_betas"))
@@ -313,15 +316,16 @@ def check_budget(cfg: Config) -> None:
         raise SystemExit("--budget: must be 0 (no budget) or a number of generations")
     if not cfg.budget or cfg.method == "base":
         return
-    per_question = 1 + cfg.num_revisions  # y_init and its revisions
+    per_question = cfg.num_init * (1 + cfg.num_revisions)  # the y_init and their revisions
     need = {"p2only": (cfg.p2_batch_size, f"one Phase 2 step (--p2-batch-size {cfg.p2_batch_size})"),
-            "srt": (per_question, f"one Phase 1 question (1 + --num-revisions = {per_question})"),
+            "srt": (per_question, f"one Phase 1 question (--num-init x (1 + --num-revisions) = {per_question})"),
             "rft": (cfg.rft_samples, f"one question's --rft-samples ({cfg.rft_samples})"),
             "grpo": (cfg.grpo_group * cfg.grpo_batch,
                      f"one rollout step (--grpo-group x --grpo-batch = {cfg.grpo_group * cfg.grpo_batch})")}
     if cfg.method == "sdzero":
-        p1 = cfg.n1 * (per_question if cfg.revise_correct else 1)  # without revise_correct: at least the y_init
-        what = (f"Phase 1 ({'' if cfg.revise_correct else 'at least '}--n1 x (1 + --num-revisions) = {p1}) "
+        p1 = cfg.n1 * (per_question if cfg.revise_correct else cfg.num_init)  # else at least the y_init
+        what = (f"Phase 1 ({'' if cfg.revise_correct else 'at least '}--n1 x --num-init x (1 + --num-revisions) "
+                f"= {p1}) "
                 f"and one Phase 2 step (--p2-batch-size {cfg.p2_batch_size})")
         need["sdzero"] = (p1 + cfg.p2_batch_size, what)
     least, what = need[cfg.method]
@@ -764,17 +768,20 @@ def phase1_rows(run: Run) -> list[tasks.Example]:
     cfg = run.cfg
     if cfg.method == "srt" and cfg.budget:
         pool = training_pool(run)
-        return pool[:min(len(pool), cfg.budget // (1 + cfg.num_revisions))]
+        return pool[:min(len(pool), cfg.budget // (cfg.num_init * (1 + cfg.num_revisions)))]
     return run.data["n1"]
 
 
 def phase1_sample(run: Run) -> None:
-    """Steps 1a-1c: y_init per question, verify, 3 revisions each, keep the verified-correct revisions."""
-    cfg, tok, rows = run.cfg, run.tok, phase1_rows(run)
+    """Steps 1a-1c: --num-init y_init per question, verify, 3 revisions each, keep the verified-correct
+    revisions. y_init number n answers question n // --num-init; everything below indexes by n."""
+    cfg, tok, k = run.cfg, run.tok, run.cfg.num_init
+    rows = [ex for ex in phase1_rows(run) for _ in range(k)]
     t0 = time.time()
     prompts = [run.prompt_ids(ex) for ex in rows]
-    y_init, r_init = run.rollouts(prompts, [derive_seed(cfg.seed, "p1_init", i) for i in range(len(rows))],
-                                  [ex.answer for ex in rows], cfg.max_new_tokens, "p1", "phase 1: y_init")
+    seeds = [derive_seed(cfg.seed, "p1_init", n // k, *([n % k] if n % k else [])) for n in range(len(rows))]
+    y_init, r_init = run.rollouts(prompts, seeds, [ex.answer for ex in rows], cfg.max_new_tokens, "p1",
+                                  "phase 1: y_init")
     # Revise every y_init (paper) or only the wrong ones (authors' code, --no-revise-correct).
     todo = [i for i in range(len(rows)) if cfg.revise_correct or r_init[i] == 0]
     contexts, owners = [], []
@@ -801,7 +808,7 @@ def phase1_sample(run: Run) -> None:
         "y_init_accuracy": rate(r_init),
         "revision_accuracy_r0": rate([r for r, (i, _) in zip(r_rev, owners) if r_init[i] == 0]),
         "revision_accuracy_r1": rate([r for r, (i, _) in zip(r_rev, owners) if r_init[i] == 1]),
-        "questions": len(rows), "kept": len(kept), "kept_share": len(kept) / max(1, len(y_rev)),
+        "questions": len(rows) // k, "kept": len(kept), "kept_share": len(kept) / max(1, len(y_rev)),
         "kept_corrections": sum(1 for ex in kept if ex["reward"] == 0),
         "y_init_len": sum(len(y.response_ids) for y in y_init) / len(y_init),
         "truncated_share": sum(y.truncated for y in y_init + y_rev) / len(y_init + y_rev),
@@ -817,7 +824,7 @@ def phase1_sample(run: Run) -> None:
                         "y_init": y_init[i].text, "r": r_init[i], "revision": y.text, "revision_r": r})
     if not kept:
         raise SystemExit(
-            f"Phase 1 kept no revisions: none of the {len(y_rev)} revisions of {len(rows)} questions verified "
+            f"Phase 1 kept no revisions: none of the {len(y_rev)} revisions of {len(rows) // k} questions verified "
             f"correct (y_init accuracy {stats['y_init_accuracy']:.3f}). SD-Zero never trains on nothing: use an "
             "easier task (--math-max-operand, another --dataset), more questions (--n1), more --num-revisions or a "
             "stronger --model.")

@@ -120,12 +120,17 @@ def untimed(text: str) -> list[dict]:
 
 
 def test_srt_method_stops_after_phase1(tmp_path):
-    proc = run_cli(["--preset", "smoke", "--method", "srt", "--out", str(tmp_path / "srt"), "--n-eval", "4"],
-                   timeout=600)
+    """--method srt, with the authors' 3 first answers per question (--num-init 3, run_srt_data.sh)."""
+    proc = run_cli(["--preset", "smoke", "--method", "srt", "--out", str(tmp_path / "srt"), "--n-eval", "4",
+                    "--num-init", "3"], timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "srt" / "results.json").read_text())
     assert set(results["eval"]) == {"eval_base", "eval_srt"}
     assert results["final_accuracy"] == results["srt_accuracy"]
+    cfg = json.loads((tmp_path / "srt" / "config.json").read_text())
+    n1, rev = cfg["n1"], cfg["num_revisions"]
+    assert results["generations_by"] == {"y_init": 3 * n1, "revisions": 3 * n1 * rev}
+    assert results["phase1"]["questions"] == n1
 
 
 # ------------------------------------------------------------------------------------------- bad input
