@@ -48,12 +48,16 @@ def reviser_context_ids(tokenizer, prompt_ids: list[int], y_init_ids: list[int],
 
 
 def teacher_input_ids(tokenizer, prompt_ids: list[int], response_ids: list[int], reward: int,
-                      style: str = "paper", end_ids=None) -> tuple[list[int], int]:
+                      style: str = "paper", end_ids=None, keep_end: bool = False) -> tuple[list[int], int]:
     """Phase 2 teacher input: chat(x) + y' + ids(phrase) + y, and the index where the second copy of y starts.
 
     The teacher's logits at positions start-1 .. len(ids)-2 predict y, i.e. pi_T(. | x, y, P_r, y_<t).
+    keep_end: the first copy is y itself, its end-of-turn token included (the authors' code; --teacher-keep-end).
     """
-    context = reviser_context_ids(tokenizer, prompt_ids, response_ids, reward, style, end_ids)
+    if keep_end:
+        context = list(prompt_ids) + list(response_ids) + phrase_ids(tokenizer, reward, style)
+    else:
+        context = reviser_context_ids(tokenizer, prompt_ids, response_ids, reward, style, end_ids)
     return context + list(response_ids), len(context)
 
 

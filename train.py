@@ -141,6 +141,8 @@ class Config:
     support: str = knob("teacher", "whose top-k: teacher (paper) | student")
     tail: bool = knob(False, "add a tail bucket with the remaining mass instead of renormalising")
     beta: float = knob(0.5, "mixing weight of --divergence mixed and jsd")
+    teacher_keep_end: bool = knob(False, "the teacher's first copy of y keeps its end-of-turn token (authors' "
+                                  "code) instead of y' without it (paper, sdzero-spec.md Phase 2 step 3)")
     teacher_max_len: int = knob(4096, "teacher context cap; longer y is truncated for student and teacher alike")
     loss_chunk: int = knob(256, "response positions per chunk of the memory-bounded Phase 2 loss")
     # baselines (baselines.py). RFT fine-tunes with the Phase 1 settings (--srt-lr, --srt-epochs,
@@ -1078,7 +1080,8 @@ def phase2_step(run: Run, step: int) -> dict:
             if keep == 0:
                 no_room.add(i)  # one token stays so the shapes hold; it is never scored
             y_ids = y_ids[:max(1, keep)]
-        t_ids, t_start = revise.teacher_input_ids(tok, p, y_ids, r, cfg.phrase_style, run.end_ids)
+        t_ids, t_start = revise.teacher_input_ids(tok, p, y_ids, r, cfg.phrase_style, run.end_ids,
+                                                  cfg.teacher_keep_end)
         student_seqs.append(p + y_ids)
         teacher_seqs.append(t_ids)
         starts_s.append(len(p))

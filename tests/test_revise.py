@@ -129,3 +129,15 @@ def test_end_at_stop_cuts_the_stop_and_ends_the_turn(smol_tok):
     assert sdzero.end_at_stop(tok, plain, {im_start}, ["Question:"], im_end) is plain
     long = sdzero.Rollout([1], ids, tok.decode(ids), truncated=True)
     assert sdzero.end_at_stop(tok, long, {im_start}, ["Question:"], im_end) is long
+
+
+def test_teacher_keep_end_keeps_the_end_token_in_the_first_copy(smol_tok):
+    """--teacher-keep-end (the authors' code): chat(x) + y + phrase + y, the end token in both copies."""
+    tok = smol_tok
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    prompt = sdzero.chat_prompt_ids(tok, "What is 3 + 4?")
+    y = tok.encode("3 + 4 = 7.", add_special_tokens=False) + [eot]
+    phrase = revise.phrase_ids(tok, 0)
+    ids, start = revise.teacher_input_ids(tok, prompt, y, 0, "paper", None, keep_end=True)
+    assert ids == prompt + y + phrase + y and start == len(prompt) + len(y) + len(phrase)
+    assert revise.teacher_input_ids(tok, prompt, y, 0)[0] == prompt + y[:-1] + phrase + y  # the paper's default

@@ -334,7 +334,8 @@ def test_activation_checkpointing_and_bf16_runs(tmp_path):
 
 @pytest.mark.parametrize("flags", [
     ["--teacher", "sync:1", "--divergence", "mixed", "--topk", "0", "--teacher-max-len", "60"],
-    ["--teacher", "ema:0.5", "--divergence", "jsd", "--topk", "8", "--support", "student", "--tail"],
+    ["--teacher", "ema:0.5", "--divergence", "jsd", "--topk", "8", "--support", "student", "--tail",
+     "--teacher-keep-end"],
     ["--srt-loss", "rev", "--divergence", "forward", "--topk", "16", "--tail", "--phrase-style", "olmo",
      "--no-revise-correct"],
     # the authors' sampling: top-p 0.9 and their stop strings in Phase 1; top-k and top-p elsewhere
