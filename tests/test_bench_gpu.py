@@ -1,5 +1,6 @@
-"""bench/gpu.py --dry-run: every part of the GPU benchmark (plain and static generation, the naive and our
-Phase 2 step, with activation checkpointing) on a tiny Qwen3 shape on CPU, ending in its JSON line."""
+"""bench/gpu.py --dry-run: every part of the GPU benchmark (plain, transformers' static-cache and our static
+generation, the naive and our Phase 2 step, with activation checkpointing) on a tiny Qwen3 shape on CPU,
+ending in its JSON line."""
 import json
 import subprocess
 import sys
@@ -16,7 +17,9 @@ def test_gpu_bench_dry_run():
     assert report["dry_run"] and report["card"] == "cpu" and report["peak_bf16_tflops"] is None
     gen = report["generation"]["tiny"]
     assert "error" not in gen, gen
-    for key in ("plain_steps_per_s", "ours_steps_per_s", "roofline_steps_per_s", "speedup", "copy_bandwidth_gb_s"):
+    assert "hf_static_error" not in gen, gen["hf_static_error"]
+    for key in ("plain_steps_per_s", "hf_static_steps_per_s", "ours_steps_per_s", "roofline_steps_per_s", "speedup",
+                "speedup_vs_hf_static", "copy_bandwidth_gb_s"):
         assert gen[key] > 0, key
     # the roofline is what the hardware allows: measured decoding cannot exceed it
     assert gen["ours_steps_per_s"] < gen["roofline_steps_per_s"]
