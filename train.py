@@ -166,7 +166,8 @@ class Config:
     grpo_overlong: int = knob(0, "GRPO: DAPO overlong penalty over the last N tokens before the cap (0 = off)")
     grpo_kl: float = knob(0.0, "GRPO: KL(pi || initial model) coefficient (GRPO 0.04; DAPO 0 = off)")
     # optimisation (both phases)
-    srt_weight_decay: float = knob(0.0, "AdamW weight decay in Phase 1 and RFT (paper: none given; authors' sft.sh: 1e-4)")
+    srt_weight_decay: float = knob(0.0, "AdamW weight decay in Phase 1 and RFT (paper: none given; authors' sft.sh: "
+                                   "1e-4)")
     srt_betas: str = knob("0.9,0.999", "AdamW betas in Phase 1 and RFT (torch's default; authors' sft.sh: 0.9,0.95)")
     p2_weight_decay: float = knob(0.0, "AdamW weight decay in Phase 2 and GRPO (authors' distillation_math.yaml: 0.01)")
     p2_betas: str = knob("0.9,0.999", "AdamW betas in Phase 2 and GRPO (authors' distillation_math.yaml: 0.9,0.999)")
@@ -1144,7 +1145,8 @@ def phase2_step(run: Run, step: int) -> dict:
     row = {"phase": "p2", "step": step + 1, "loss": value, "lr": lr, "grad_norm": grad_norm,
            "reward_mean": sum(rs) / len(rs), "kl_r0": mean_where(kl_seq, 0), "kl_r1": mean_where(kl_seq, 1),
            "response_len": n_tok / len(ys), "truncated_share": sum(y.truncated for y in ys) / len(ys),
-           "teacher_cut_share": cut / len(ys), "teacher_no_room_share": len(no_room) / len(ys), "tokens_per_s": n_tok / dt, "sec_generate": t_gen,
+           "teacher_cut_share": cut / len(ys), "teacher_no_room_share": len(no_room) / len(ys),
+           "tokens_per_s": n_tok / dt, "sec_generate": t_gen,
            "sec_teacher": t_teacher, "sec_student": t_student, "peak_mem_mib": peak_memory_mib(run.device)}
     # Per token: the KL and the teacher's most likely token, what the reviser would have written (localize.py).
     for i in mine[:cfg.log_samples]:  # this rank's rows (rank 0 logs)

@@ -197,7 +197,8 @@ def test_bad_flags():
         with pytest.raises(SystemExit, match=flag):
             train.parse_args(["--preset", "smoke", *argv])
     # B3: greedy stays available where it makes sense, in evaluation
-    assert train.parse_args(["--preset", "smoke", "--eval-temperature", "0", "--eval-samples", "1"]).eval_temperature == 0
+    greedy = train.parse_args(["--preset", "smoke", "--eval-temperature", "0", "--eval-samples", "1"])
+    assert greedy.eval_temperature == 0
 
 
 def test_presets_and_overrides():
