@@ -6,6 +6,7 @@ teacher would score tokens the student never sampled.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sdzero import end_of_turn_ids
@@ -91,3 +92,62 @@ def srt_example(tokenizer, prompt_ids: list[int], y_init_ids: list[int], reward:
     rev_mask = [0] * n_ctx + [1] * len(y_rev_ids)
     gen_mask = [0] * n_prompt + [1] * (len(ids) - n_prompt)
     return SRTExample(ids, rev_mask, gen_mask, int(reward))
+
+
+# ------------------------------------------------------------------------------ the authors' cleaning of D_rev
+# Their prepare_data.py cleans the kept tuples' text before SFT (--srt-clean): a tail that repeats a block
+# (the "loop until the token budget" failure) is cut to one copy, and a revision's chat-style opening ("You're
+# absolutely right -", "Good catch.") is dropped, since the reviser continues its own answer and no user spoke.
+# Text in, text out: the cleaned responses are tokenised again, as they are in the authors' SFT.
+
+def trim_repeating_tail(text: str, min_block: int = 10, max_block: int = 1500, min_repeats: int = 3,
+                        passes: int = 5) -> str:
+    """Cut a tail made of >= min_repeats copies of one block (min_block..max_block characters, the shortest
+    period first) down to one copy; again, up to `passes` times (a cut can expose a longer period)."""
+    for _ in range(passes):
+        n = len(text)
+        for period in range(min_block, min(max_block, n // min_repeats) + 1):
+            start = n - period  # the periodic tail: text[i] == text[i + period] for i >= start
+            while start > 0 and text[start - 1] == text[start - 1 + period]:
+                start -= 1
+            if n - start >= min_repeats * period:
+                text = text[:start + period]
+                break
+        else:
+            return text
+    return text
+
+
+_SYCOPHANTIC_OPENING = re.compile(
+    r"\A(?:"
+    r"you(?:'re|\s+are)\s+(?:absolutely\s+)?right\s+to\s[^.!?\n]*[.!?]"  # "You're right to question ..."
+    r"|(?:(?:yes|indeed)[,!.]?\s+)?you(?:'re|\s+are)\s+(?:absolutely\s+)?right\s*[-\u2014,:.]+"  # "You're right -"
+    r"|thank\s+you\s+for[^.!?\n]*[.!?]"
+    r"|great\s+question[^.!?\n]*?[.!?\u2014-]"
+    r"|(?:good|nice)\s+(?:catch|point|observation)[^.!?\n]*?[.!?\u2014-]"
+    r")\s*", re.IGNORECASE)
+
+
+def strip_sycophantic_opening(text: str) -> str:
+    """Drop chat-style openings addressed to a user, repeatedly; re-capitalise what is left if any went."""
+    out, stripped = text.lstrip(), False
+    while m := _SYCOPHANTIC_OPENING.match(out):
+        out, stripped = out[m.end():].lstrip(), True
+    if not stripped:
+        return text
+    return out[:1].upper() + out[1:]
+
+
+def clean_response_ids(tokenizer, ids: list[int], revision: bool, end_ids=None) -> list[int]:
+    """A kept response cleaned as text and tokenised again, its end-of-turn token (if any) kept at the end.
+    Unchanged text keeps its ids exactly."""
+    end_ids = end_of_turn_ids(tokenizer) if end_ids is None else end_ids
+    end = [ids[-1]] if ids and ids[-1] in end_ids else []
+    body = ids[:len(ids) - len(end)]
+    text = tokenizer.decode(body)
+    cleaned = trim_repeating_tail(text)
+    if revision:
+        cleaned = strip_sycophantic_opening(cleaned)
+    if cleaned == text:
+        return list(ids)
+    return tokenizer.encode(cleaned, add_special_tokens=False) + end

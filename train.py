@@ -120,6 +120,9 @@ class Config:
     eval_top_p: float = knob(1.0, "held-out sampling top-p")
     eval_top_k: int = knob(0, "held-out top-k (0 = off)")
     gen_batch_size: int = knob(64, "prompts per generation batch (memory bound)")
+    srt_max_tuples: int = knob(0, "keep at most the first N verified tuples (0: all; authors' run_srt_data.sh: 6000)")
+    srt_clean: bool = knob(False, "clean the kept tuples as the authors' prepare_data.py does: repeating tails "
+                           "trimmed, sycophantic openings of y_rev stripped, duplicate (x, y_init, y_rev) dropped")
     num_init: int = knob(1, "y_init sampled per Phase 1 question (paper: 1; authors' run_srt_data.sh: 3)")
     num_revisions: int = knob(3, "revisions sampled per y_init in Phase 1 (paper: 3)")
     revise_correct: bool = knob(True, "also revise correct y_init with the r=1 phrase (paper: yes; authors' code: no)")
@@ -285,6 +288,8 @@ def check_config(cfg: Config) -> None:
     if not cfg.temperature > 0:  # GRPO divides logits by it; Phase 1's revisions of one y_init would be copies
         bad("--temperature", f"{cfg.temperature} is not > 0: training rollouts are sampled (greedy decoding is "
             "for evaluation: --eval-temperature 0)")
+    if cfg.srt_max_tuples < 0:
+        bad("--srt-max-tuples", "0 (no cap) or more")
     if cfg.num_init < 1:
         bad("--num-init", "at least one y_init per question")
     for group in ("srt", "p2"):
@@ -798,12 +803,10 @@ def phase1_sample(run: Run) -> None:
             owners.append((i, j))
     y_rev, r_rev = run.rollouts(contexts, [derive_seed(cfg.seed, "p1_rev", i, j) for i, j in owners],
                                 [rows[i].answer for i, _ in owners], cfg.max_new_tokens, "p1", "phase 1: revisions")
-    kept = []
-    for y, r, (i, j) in zip(y_rev, r_rev, owners):
-        if r == 1:
-            ex = revise.srt_example(tok, prompts[i], y_init[i].response_ids, r_init[i], y.response_ids,
-                                    cfg.phrase_style, run.end_ids)
-            kept.append(dataclasses.asdict(ex))
+    verified = [(i, y_init[i].response_ids, y.response_ids) for y, r, (i, _) in zip(y_rev, r_rev, owners) if r == 1]
+    tuples, curation = curate_tuples(run, rows, verified)
+    kept = [dataclasses.asdict(revise.srt_example(tok, prompts[i], init, r_init[i], rev, cfg.phrase_style,
+                                                  run.end_ids)) for i, init, rev in tuples]
     count_generations(run, "y_init", len(y_init))
     count_generations(run, "revisions", len(y_rev))
 
@@ -813,7 +816,7 @@ def phase1_sample(run: Run) -> None:
         "y_init_accuracy": rate(r_init),
         "revision_accuracy_r0": rate([r for r, (i, _) in zip(r_rev, owners) if r_init[i] == 0]),
         "revision_accuracy_r1": rate([r for r, (i, _) in zip(r_rev, owners) if r_init[i] == 1]),
-        "questions": len(rows) // k, "kept": len(kept), "kept_share": len(kept) / max(1, len(y_rev)),
+        "questions": len(rows) // k, "kept": len(kept), "kept_share": len(kept) / max(1, len(y_rev)), **curation,
         "kept_corrections": sum(1 for ex in kept if ex["reward"] == 0),
         "y_init_len": sum(len(y.response_ids) for y in y_init) / len(y_init),
         "truncated_share": sum(y.truncated for y in y_init + y_rev) / len(y_init + y_rev),
@@ -835,6 +838,28 @@ def phase1_sample(run: Run) -> None:
             "stronger --model.")
     run.state["srt_data"] = kept
     run.state["p1_stats"] = stats
+
+
+def curate_tuples(run: Run, rows: list, verified: list[tuple]) -> tuple[list[tuple], dict]:
+    """The kept tuples (i, y_init ids, y_rev ids) after the authors' curation, when asked for: the first
+    --srt-max-tuples of them in question order (their run_srt_data.sh stops collecting at 6,000; here all of
+    --n1 is sampled, then the cap applies), then with --srt-clean their prepare_data.py's cleaning
+    (revise.clean_response_ids) and duplicates of (x, y_init, y_rev) dropped."""
+    cfg, stats = run.cfg, {"verified": len(verified)}
+    tuples = verified[:cfg.srt_max_tuples] if cfg.srt_max_tuples else list(verified)
+    if cfg.srt_clean:
+        cleaned, seen, changed = [], set(), 0
+        for i, init, rev in tuples:
+            new_init = revise.clean_response_ids(run.tok, init, False, run.end_ids)
+            new_rev = revise.clean_response_ids(run.tok, rev, True, run.end_ids)
+            changed += new_init != init or new_rev != rev
+            key = (rows[i].question, tuple(new_init), tuple(new_rev))
+            if key not in seen:
+                seen.add(key)
+                cleaned.append((i, new_init, new_rev))
+        stats.update(changed_by_cleaning=changed, duplicates_dropped=len(tuples) - len(cleaned))
+        tuples = cleaned
+    return tuples, stats
 
 
 def srt_terms(model, batch: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -141,3 +141,42 @@ def test_teacher_keep_end_keeps_the_end_token_in_the_first_copy(smol_tok):
     ids, start = revise.teacher_input_ids(tok, prompt, y, 0, "paper", None, keep_end=True)
     assert ids == prompt + y + phrase + y and start == len(prompt) + len(y) + len(phrase)
     assert revise.teacher_input_ids(tok, prompt, y, 0)[0] == prompt + y[:-1] + phrase + y  # the paper's default
+
+
+def test_trim_repeating_tail():
+    """A tail of >= 3 copies of a 10..1500-character block is cut to one period from where the repetition
+    starts (which can begin inside the first copy); other text is untouched."""
+    assert revise.trim_repeating_tail("Hence: " + "The answer is 5. " * 30) == "Hence: The answer is 5."
+    # "The answer is 5." ends like " So the answer is 5.": the period starts at its "h"
+    assert revise.trim_repeating_tail("The answer is 5." + " So the answer is 5." * 30) == "The answer is 5. So t"
+    assert revise.trim_repeating_tail("x" * 1000) == "x" * 10
+    text = "Step 1: 2 + 3 = 5. Step 2: 5 + 1 = 6. The answer is 6."
+    assert revise.trim_repeating_tail(text) is text
+    two = "abcdefghij" * 2  # two copies are not a loop
+    assert revise.trim_repeating_tail("Start. " + two) == "Start. " + two
+    assert revise.trim_repeating_tail("") == ""
+
+
+def test_strip_sycophantic_opening():
+    cases = {"You're absolutely right \u2014 the sum is 19.": "The sum is 19.",
+             "Good catch! Thank you for checking. the answer is 5.": "The answer is 5.",
+             "Yes, you are right: 7.": "7.",
+             "You are right to question that step. So 7.": "So 7.",
+             "Great question \u2014 it is 7.": "It is 7."}
+    for text, want in cases.items():
+        assert revise.strip_sycophantic_opening(text) == want, text
+    assert revise.strip_sycophantic_opening("You're right.") == ""  # the whole reply was the opening
+    for text in ("The answer is 5.", "Greatness is 7.", "  Right, 7.", "Thank you"):
+        assert revise.strip_sycophantic_opening(text) == text
+
+
+def test_clean_response_ids_keeps_unchanged_ids_and_the_end_token(smol_tok):
+    tok = smol_tok
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    ids = tok.encode("3 + 4 = 7.", add_special_tokens=False) + [eot]
+    assert revise.clean_response_ids(tok, ids, True) == ids
+    loop = tok.encode("Good catch! 3 + 4 = 7." + " The answer is 7." * 20, add_special_tokens=False) + [eot]
+    cleaned = revise.clean_response_ids(tok, loop, True)
+    # one period of the loop stays, from where it starts ("... = 7." ends like " The answer is 7.")
+    assert cleaned[-1] == eot and tok.decode(cleaned[:-1]) == "3 + 4 = 7. The answer is"
+    assert tok.decode(revise.clean_response_ids(tok, loop, False)[:-1]).startswith("Good catch!")  # y_init: tail only

@@ -120,9 +120,10 @@ def untimed(text: str) -> list[dict]:
 
 
 def test_srt_method_stops_after_phase1(tmp_path):
-    """--method srt, with the authors' 3 first answers per question (--num-init 3, run_srt_data.sh)."""
+    """--method srt, with the authors' Phase 1 data: 3 first answers per question (--num-init 3,
+    run_srt_data.sh), a cap on the kept tuples and their cleaning (prepare_data.py)."""
     proc = run_cli(["--preset", "smoke", "--method", "srt", "--out", str(tmp_path / "srt"), "--n-eval", "4",
-                    "--num-init", "3"], timeout=600)
+                    "--num-init", "3", "--srt-max-tuples", "12", "--srt-clean"], timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "srt" / "results.json").read_text())
     assert set(results["eval"]) == {"eval_base", "eval_srt"}
@@ -131,6 +132,8 @@ def test_srt_method_stops_after_phase1(tmp_path):
     n1, rev = cfg["n1"], cfg["num_revisions"]
     assert results["generations_by"] == {"y_init": 3 * n1, "revisions": 3 * n1 * rev}
     assert results["phase1"]["questions"] == n1
+    p1 = results["phase1"]
+    assert p1["verified"] > 12 and p1["kept"] == 12 - p1["duplicates_dropped"]  # the micro model repeats itself
 
 
 # ------------------------------------------------------------------------------------------- bad input
