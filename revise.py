@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sdzero import end_of_turn_ids
+from sdzero import chat_prompt_ids, end_of_turn_ids
 
 # P_r, chosen by the binary reward r (sdzero-spec.md, "Control phrases").
 CONTROL_PHRASES = {
@@ -92,6 +92,20 @@ def srt_example(tokenizer, prompt_ids: list[int], y_init_ids: list[int], reward:
     rev_mask = [0] * n_ctx + [1] * len(y_rev_ids)
     gen_mask = [0] * n_prompt + [1] * (len(ids) - n_prompt)
     return SRTExample(ids, rev_mask, gen_mask, int(reward))
+
+
+def user_turn_revision_example(tokenizer, messages: list[dict], y_init_ids: list[int], reward: int,
+                               y_rev_ids: list[int], style: str = "paper", end_ids=None) -> SRTExample:
+    """The revision stage of the authors' two-stage SRT (prepare_data.py, stage 2): the question, y_init
+    and P_r joined by "\\n\\n" in the user turn, y_rev the whole assistant answer, loss on y_rev only:
+    chat(x + "\\n\\n" + y_init + "\\n\\n" + P_r) + y_rev. messages: chat(x)'s messages, the question last.
+    y_init enters as text (theirs is vLLM's text, special tokens skipped)."""
+    y_text = tokenizer.decode(strip_end_of_turn(tokenizer, y_init_ids, end_ids), skip_special_tokens=True)
+    last = messages[-1]
+    user = {**last, "content": f"{last['content']}\n\n{y_text}\n\n{CONTROL_PHRASES[style][int(reward)]}"}
+    prompt = chat_prompt_ids(tokenizer, list(messages[:-1]) + [user])
+    mask = [0] * len(prompt) + [1] * len(y_rev_ids)
+    return SRTExample(prompt + list(y_rev_ids), mask, list(mask), int(reward))
 
 
 # ------------------------------------------------------------------------------ the authors' cleaning of D_rev

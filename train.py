@@ -120,6 +120,11 @@ class Config:
     eval_top_p: float = knob(1.0, "held-out sampling top-p")
     eval_top_k: int = knob(0, "held-out top-k (0 = off)")
     gen_batch_size: int = knob(64, "prompts per generation batch (memory bound)")
+    srt_variant: str = knob("joint", "joint (paper: L_rev + L_gen in one training) | two-stage (authors' sft.sh: "
+                            "SFT on the whole turn of wrong-init tuples, then SFT on y_rev with x + y_init + P_r "
+                            "in the user turn, --srt-epochs each)")
+    srt_stage2_size: int = knob(1000, "two-stage: tuples of the revision stage, correct-init ones first (authors' "
+                                "prepare_data.py: 1000); the generation stage takes the other wrong-init tuples")
     srt_max_tuples: int = knob(0, "keep at most the first N verified tuples (0: all; authors' run_srt_data.sh: 6000)")
     srt_clean: bool = knob(False, "clean the kept tuples as the authors' prepare_data.py does: repeating tails "
                            "trimmed, sycophantic openings of y_rev stripped, duplicate (x, y_init, y_rev) dropped")
@@ -288,6 +293,12 @@ def check_config(cfg: Config) -> None:
     if not cfg.temperature > 0:  # GRPO divides logits by it; Phase 1's revisions of one y_init would be copies
         bad("--temperature", f"{cfg.temperature} is not > 0: training rollouts are sampled (greedy decoding is "
             "for evaluation: --eval-temperature 0)")
+    if cfg.srt_variant not in ("joint", "two-stage"):
+        bad("--srt-variant", f"{cfg.srt_variant!r} is not one of joint, two-stage")
+    if cfg.srt_variant == "two-stage" and cfg.srt_loss != "both":
+        bad("--srt-loss", "chooses the terms of --srt-variant joint; two-stage trains L_gen, then L_rev")
+    if cfg.srt_stage2_size < 1:
+        bad("--srt-stage2-size", "the revision stage needs at least one tuple")
     if cfg.srt_max_tuples < 0:
         bad("--srt-max-tuples", "0 (no cap) or more")
     if cfg.num_init < 1:
@@ -652,15 +663,18 @@ class Run:
         for note in notes:
             tqdm.write(f"[data] {note}")
         self._prompt_cache: dict[str, list[int]] = {}
-        self.state = {"stage": METHOD_STAGES[cfg.method][0], "step": 0, "results": {}, "generations": 0,
+        self.state = {"stage": method_stages(cfg)[0], "step": 0, "results": {}, "generations": 0,
                       "generations_by": {}, "seconds": {}, "srt_data": None, "p1_stats": None}
         self.optimizer = self.scheduler = None
 
+    def prompt_messages(self, ex: tasks.Example) -> list[dict]:
+        """chat(x)'s messages: the worked examples (--fewshot), then the question."""
+        return tasks.prompt_messages(ex.question, self.cfg.fewshot, revise.CONTROL_PHRASES[self.cfg.phrase_style][0],
+                                     task=self.cfg.task)
+
     def prompt_ids(self, ex: tasks.Example) -> list[int]:
         if ex.question not in self._prompt_cache:
-            messages = tasks.prompt_messages(ex.question, self.cfg.fewshot,
-                                             revise.CONTROL_PHRASES[self.cfg.phrase_style][0], task=self.cfg.task)
-            self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, messages)
+            self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, self.prompt_messages(ex))
         return self._prompt_cache[ex.question]
 
     def rollouts(self, prompts: list[list[int]], seeds: list[int], answers: list, max_new_tokens: int,
@@ -805,8 +819,12 @@ def phase1_sample(run: Run) -> None:
                                 [rows[i].answer for i, _ in owners], cfg.max_new_tokens, "p1", "phase 1: revisions")
     verified = [(i, y_init[i].response_ids, y.response_ids) for y, r, (i, _) in zip(y_rev, r_rev, owners) if r == 1]
     tuples, curation = curate_tuples(run, rows, verified)
-    kept = [dataclasses.asdict(revise.srt_example(tok, prompts[i], init, r_init[i], rev, cfg.phrase_style,
-                                                  run.end_ids)) for i, init, rev in tuples]
+    if cfg.srt_variant == "two-stage":
+        kept, run.state["srt_data2"] = two_stage_data(run, rows, prompts, r_init, tuples)
+        curation.update(stage1=len(kept), stage2=len(run.state["srt_data2"]))
+    else:
+        kept = [dataclasses.asdict(revise.srt_example(tok, prompts[i], init, r_init[i], rev, cfg.phrase_style,
+                                                      run.end_ids)) for i, init, rev in tuples]
     count_generations(run, "y_init", len(y_init))
     count_generations(run, "revisions", len(y_rev))
 
@@ -860,6 +878,34 @@ def curate_tuples(run: Run, rows: list, verified: list[tuple]) -> tuple[list[tup
         stats.update(changed_by_cleaning=changed, duplicates_dropped=len(tuples) - len(cleaned))
         tuples = cleaned
     return tuples, stats
+
+
+def two_stage_data(run: Run, rows: list, prompts: list, r_init: list[int], tuples: list[tuple]):
+    """The authors' split of D_rev (prepare_data.py): the revision stage takes up to --srt-stage2-size
+    tuples, correct-init ones first, then wrong-init ones (seeded shuffles); the generation stage takes every
+    other wrong-init tuple (a correct-init tuple has no mistake to learn from). Both as SRTExample dicts."""
+    cfg, tok = run.cfg, run.tok
+    if not tuples:
+        return [], []  # phase1_sample says that nothing was kept
+    rng = random.Random(derive_seed(cfg.seed, "srt_two_stage"))
+    wrong = [t for t in tuples if r_init[t[0]] == 0]
+    right = [t for t in tuples if r_init[t[0]] == 1]
+    rng.shuffle(wrong)
+    rng.shuffle(right)
+    n_right = min(len(right), cfg.srt_stage2_size)
+    n_wrong = min(len(wrong), cfg.srt_stage2_size - n_right)
+    stage2, stage1 = right[:n_right] + wrong[:n_wrong], wrong[n_wrong:]
+    rng.shuffle(stage2)
+    if not stage1:
+        raise SystemExit(f"--srt-variant two-stage: the generation stage is empty ({len(wrong)} wrong-init tuples, "
+                         f"{n_wrong} of them taken by the revision stage); lower --srt-stage2-size "
+                         f"({cfg.srt_stage2_size}) or raise --n1")
+    gen = [dataclasses.asdict(revise.srt_example(tok, prompts[i], init, r_init[i], rev, cfg.phrase_style, run.end_ids))
+           for i, init, rev in stage1]
+    rev = [dataclasses.asdict(revise.user_turn_revision_example(tok, run.prompt_messages(rows[i]), init, r_init[i],
+                                                                 y_rev, cfg.phrase_style, run.end_ids))
+           for i, init, y_rev in stage2]
+    return gen, rev
 
 
 def srt_terms(model, batch: list[dict], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -936,7 +982,7 @@ def optimizer_step(run: Run, loss: torch.Tensor | None, value: float, phase: str
     """Backward, clip, step. `value` is the batch's loss (the same on every rank), `loss` this rank's part
     to differentiate (None: the gradients are already there, accumulated over micro-batches)."""
     if not math.isfinite(value):
-        flag = {"p1": "--srt-lr", "rft": "--srt-lr", "p2": "--p2-lr", "grpo": "--grpo-lr"}[phase]
+        flag = {"p1": "--srt-lr", "p1_rev": "--srt-lr", "rft": "--srt-lr", "p2": "--p2-lr", "grpo": "--grpo-lr"}[phase]
         raise SystemExit(f"{phase} step {step}: the loss is {value} (not finite) at lr "
                          f"{run.scheduler.get_last_lr()[0]:.2e}; lower {flag}. "
                          f"The last checkpoint in {run.out / 'checkpoint'} is intact.")
@@ -951,8 +997,16 @@ def optimizer_step(run: Run, loss: torch.Tensor | None, value: float, phase: str
 
 
 def phase1_train(run: Run, resume_ckpt: dict | None) -> None:
-    """Step 1d: SRT on the kept tuples, AdamW with warmup + cosine."""
-    sft_train(run, resume_ckpt, run.state["srt_data"], run.cfg.srt_loss, "p1", "phase 1: SRT")
+    """Step 1d: SRT on the kept tuples, AdamW with warmup + cosine (two-stage: its generation stage)."""
+    if run.cfg.srt_variant == "two-stage":
+        sft_train(run, resume_ckpt, run.state["srt_data"], "gen", "p1", "phase 1: SRT stage 1 (generation)")
+    else:
+        sft_train(run, resume_ckpt, run.state["srt_data"], run.cfg.srt_loss, "p1", "phase 1: SRT")
+
+
+def phase1_train_revision(run: Run, resume_ckpt: dict | None) -> None:
+    """Two-stage SRT's second stage: revision SFT from the first stage's weights, a fresh optimizer."""
+    sft_train(run, resume_ckpt, run.state["srt_data2"], "rev", "p1_rev", "phase 1: SRT stage 2 (revision)")
 
 
 def sft_train(run: Run, resume_ckpt: dict | None, data: list[dict], terms: str, phase: str, desc: str) -> None:
@@ -1437,7 +1491,16 @@ METHOD_STAGES = {
     "p2only": ["eval_base", "p2", "eval_final", "done"],  # teacher = the base model prompted with P_r
     "base": ["eval_base", "done"],
 }
-TRAINING_STAGES = {"p1_train": phase1_train, "p2": phase2_train, "rft_train": rft_train, "grpo": grpo_train}
+TRAINING_STAGES = {"p1_train": phase1_train, "p1_train_rev": phase1_train_revision, "p2": phase2_train,
+                   "rft_train": rft_train, "grpo": grpo_train}
+
+
+def method_stages(cfg: Config) -> list[str]:
+    """METHOD_STAGES[--method], with two-stage SRT's revision stage after Phase 1's first."""
+    stages = list(METHOD_STAGES[cfg.method])
+    if cfg.srt_variant == "two-stage" and "p1_train" in stages:
+        stages.insert(stages.index("p1_train") + 1, "p1_train_rev")
+    return stages
 
 
 def final_stage(method: str) -> str:
@@ -1569,7 +1632,7 @@ def train(cfg: Config, d: parallel.Dist, t_start: float, commit: str | None) -> 
     if cfg.resume and d.main:
         tqdm.write(f"resuming {cfg.out} at stage {run.state['stage']}, step {run.state['step']}"
                    + (f" on {d.world} processes (saved on {resume_ckpt.get('world_size', 1)})" if d.world > 1 else ""))
-    order = METHOD_STAGES[cfg.method]
+    order = method_stages(cfg)
     while run.state["stage"] != "done":
         stage = run.state["stage"]
         t0 = time.time()

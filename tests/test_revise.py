@@ -180,3 +180,19 @@ def test_clean_response_ids_keeps_unchanged_ids_and_the_end_token(smol_tok):
     # one period of the loop stays, from where it starts ("... = 7." ends like " The answer is 7.")
     assert cleaned[-1] == eot and tok.decode(cleaned[:-1]) == "3 + 4 = 7. The answer is"
     assert tok.decode(revise.clean_response_ids(tok, loop, False)[:-1]).startswith("Good catch!")  # y_init: tail only
+
+
+def test_user_turn_revision_example_layout(smol_tok):
+    """The authors' revision stage, token for token: chat(x + "\n\n" + y_init + "\n\n" + P_r) + y_rev, the loss
+    on y_rev (its end token included) and nothing else."""
+    tok = smol_tok
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    messages = [{"role": "user", "content": "What is 3 + 4?"}]
+    y_init = tok.encode("3 + 4 = 8.", add_special_tokens=False) + [eot]
+    y_rev = tok.encode("3 + 4 = 7.", add_special_tokens=False) + [eot]
+    ex = revise.user_turn_revision_example(tok, messages, y_init, 0, y_rev, "qwen")
+    prompt = sdzero.chat_prompt_ids(tok, [{"role": "user", "content": "What is 3 + 4?\n\n3 + 4 = 8.\n\n"
+                                                                     "Wait, this response is wrong. Let me correct it."}])
+    assert ex.input_ids == prompt + y_rev and ex.reward == 0
+    assert [t for t, m in zip(ex.input_ids, ex.rev_mask) if m] == y_rev and ex.gen_mask == ex.rev_mask
+    assert tok.decode(ex.input_ids).count("<|im_start|>assistant") == 1  # one assistant turn: the revision

@@ -196,7 +196,9 @@ def test_bad_flags():
                        (["--method", "grpo", "--temperature", "0"], "--temperature"),
                        (["--p1-top-p", "0"], "--p1-top-p"), (["--eval-top-p", "1.5"], "--eval-top-p"),
                        (["--baseline-top-k", "-1"], "--baseline-top-k"), (["--srt-betas", "0.9"], "--srt-betas"),
-                       (["--p2-betas", "0.9,1.0"], "--p2-betas"), (["--p2-weight-decay", "-1"], "--p2-weight-decay")):
+                       (["--p2-betas", "0.9,1.0"], "--p2-betas"), (["--p2-weight-decay", "-1"], "--p2-weight-decay"),
+                       (["--srt-variant", "staged"], "--srt-variant"),
+                       (["--srt-variant", "two-stage", "--srt-loss", "gen"], "--srt-loss")):
         with pytest.raises(SystemExit, match=flag):
             train.parse_args(["--preset", "smoke", *argv])
     # B3: greedy stays available where it makes sense, in evaluation
@@ -405,6 +407,25 @@ def test_text_files_are_fsynced_before_the_rename(tmp_path, monkeypatch):
     train.atomic_write_text(tmp_path / "results.json", '{"a": 1}')
     assert events == ["fsync", "replace", "fsync"] and (tmp_path / "results.json").read_text() == '{"a": 1}'
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_two_stage_srt_runs_both_stages(tmp_path):
+    """--srt-variant two-stage (the authors' sft.sh): a generation stage on wrong-init tuples, then a revision
+    stage of --srt-stage2-size tuples in the user-turn layout, each its own optimizer and epochs."""
+    out = tmp_path / "two"
+    proc = run_cli(["--preset", "smoke", "--out", str(out), "--n-eval", "4", "--p2-steps", "1",
+                    "--srt-variant", "two-stage", "--srt-stage2-size", "3"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    p1 = next(r for r in rows if r["phase"] == "p1_sample")
+    assert p1["stage2"] == 3 and p1["stage1"] == p1["kept"] and p1["stage1"] + 3 <= p1["verified"]
+    stage1, stage2 = [r for r in rows if r["phase"] == "p1"], [r for r in rows if r["phase"] == "p1_rev"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert len(stage1) == -(-p1["stage1"] // cfg["srt_batch_size"]) * cfg["srt_epochs"]
+    assert len(stage2) == -(-3 // cfg["srt_batch_size"]) * cfg["srt_epochs"]
+    assert rows.index(stage1[-1]) < rows.index(stage2[0])  # stage 2 after stage 1
+    assert all(r["l_gen"] == r["l_rev"] for r in stage2)  # the revision stage's loss is y_rev's alone
+    assert stage2[0]["step"] == 1  # its own schedule from step 1
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
