@@ -80,7 +80,8 @@ def knob(default, help: str):
 class Config:
     # what to run
     task: str = knob("math", "task: math (final answer in \\boxed{}, sympy) | code (one Python block, sandboxed tests)")
-    preset: str = knob("demo", "demo (embedded SmolLM2, CPU) | smoke (micro model, seconds) | paper (Qwen3-4B, GPUs)")
+    preset: str = knob("demo", "demo (embedded SmolLM2, CPU) | smoke (micro model, seconds) | paper (Qwen3-4B, GPUs) "
+                       "| authors (the paper's scale, the authors' code's recipe)")
     method: str = knob("sdzero", "sdzero (Phase 1 + 2) | srt (stop after Phase 1) | p2only (Phase 2 from the base "
                        "model, no SRT; paper Table 12) | rft | grpo (the paper's baselines, baselines.py) | base "
                        "(evaluate only)")
@@ -219,6 +220,17 @@ PRESETS = {
                   srt_epochs=2, srt_batch_size=64, p2_lr=5e-6, p2_steps=400, p2_batch_size=128, p2_warmup=20,
                   teacher_max_len=40960, gen_batch_size=256, eval_samples=8, eval_temperature=0.7, save_every=50),
 }
+# The authors' recipe (princeton-pli/Self-Distillation-Zero) at the paper's scale, where it differs from the
+# paper: Phase 1 from run_srt_data.sh, self_critique_pipeline.py, prepare_data.py and sft.sh (4 GPUs x 1 row);
+# Phase 2 from distill.sh and distillation_math.yaml. The README's deviations table lists each choice.
+PRESETS["authors"] = dict(
+    PRESETS["paper"], out="runs/authors", phrase_style="qwen", revise_correct=False, temperature=1.0,
+    num_init=3, p1_top_p=0.9, p1_stop="<|im_end|>,<|endoftext|>,<|im_start|>,Question:",
+    srt_max_tuples=6000, srt_clean=True, srt_variant="two-stage", srt_stage2_size=1000,
+    srt_epochs=3, srt_batch_size=4, srt_lr=5e-6, srt_betas="0.9,0.95", srt_weight_decay=1e-4,
+    divergence="mixed", beta=0.5, topk=64, teacher_keep_end=True, teacher_max_len=32768,
+    p2_lr=5e-6, p2_batch_size=128, p2_warmup=20, p2_steps=1000, p2_weight_decay=0.01, p2_betas="0.9,0.999",
+    grad_clip=1.0)
 
 
 # Defaults a preset takes for one task (applied after the preset, before explicit flags). Code answers are
@@ -231,6 +243,8 @@ TASK_PRESETS = {
     # The paper's code run: Codeforces-CoTs problems (15K in the paper), held out on LiveCodeBench, HumanEval apart.
     ("paper", "code"): dict(out="runs/paper-code", dataset="codeforces-cots", eval_dataset="livecodebench",
                             eval_extra="humaneval"),
+    ("authors", "code"): dict(out="runs/authors-code", dataset="codeforces-cots", eval_dataset="livecodebench",
+                              eval_extra="humaneval"),
 }
 
 

@@ -428,6 +428,33 @@ def test_two_stage_srt_runs_both_stages(tmp_path):
     assert stage2[0]["step"] == 1  # its own schedule from step 1
 
 
+# The authors preset's choices that are recipe, not scale: the smoke run below applies them to the micro model.
+SCALE = {"model", "dataset", "eval_dataset", "out", "parallel", "grad_checkpoint", "p2_micro_batch", "n1", "n2",
+         "n_eval", "max_new_tokens", "srt_batch_size", "p2_batch_size", "p2_steps", "p2_warmup", "teacher_max_len",
+         "gen_batch_size", "eval_samples", "eval_temperature", "save_every", "srt_max_tuples", "srt_stage2_size",
+         "srt_lr", "p2_lr", "srt_epochs", "fewshot"}
+
+
+def test_the_authors_recipe_runs_in_the_smoke_preset(tmp_path):
+    """--preset authors minus its scale, on the micro model: every variant of the authors' code at once."""
+    recipe = {k: v for k, v in train.PRESETS["authors"].items() if k not in SCALE}
+    assert {"num_init", "p1_top_p", "p1_stop", "srt_clean", "srt_variant", "srt_betas", "srt_weight_decay",
+            "p2_weight_decay", "teacher_keep_end", "divergence", "revise_correct", "temperature"} <= set(recipe)
+    flags = []
+    for k, v in recipe.items():
+        flag = "--" + k.replace("_", "-")
+        flags += [flag if v else "--no-" + flag[2:]] if isinstance(v, bool) else [flag, str(v)]
+    out = tmp_path / "authors"
+    proc = run_cli(["--preset", "smoke", "--out", str(out), "--n-eval", "4", "--p2-steps", "1",
+                    "--srt-stage2-size", "2", *flags], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = json.loads((out / "config.json").read_text())
+    assert all(cfg[k] == v for k, v in recipe.items())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"p1", "p1_rev", "p2"} <= {r["phase"] for r in rows}
+    assert train.parse_args(["--preset", "authors"]).srt_variant == "two-stage"
+
+
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
     model = torch.nn.Linear(2, 1)
 
