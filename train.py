@@ -36,8 +36,8 @@ Deliberate deviations from the paper (each a flag where it matters):
   - Phase 2 learning-rate schedule: warmup then constant (the authors' code); Phase 1 uses cosine (paper).
   - The authors' code variants are flags: --phrase-style qwen|olmo, --no-revise-correct, --divergence mixed,
     --temperature 1.0, --num-init 3, --p1-top-p 0.9, --p1-stop, --srt-betas/--p2-betas and the weight
-    decays, --teacher-keep-end (README, "Deviations"). Not implemented yet: their two-stage SRT with
-    y_init + P_r in a user turn, and their cap and cleaning of the kept tuples.
+    decays, --teacher-keep-end, --srt-max-tuples/--srt-clean, --srt-variant two-stage; --preset authors
+    sets them all (README, "Deviations").
 """
 from __future__ import annotations
 
