@@ -121,6 +121,12 @@ class Config:
     eval_top_p: float = knob(1.0, "held-out sampling top-p")
     eval_top_k: int = knob(0, "held-out top-k (0 = off)")
     gen_batch_size: int = knob(64, "prompts per generation batch (memory bound)")
+    num_init: int = knob(1, "y_init sampled per Phase 1 question (paper: 1; authors' run_srt_data.sh: 3)")
+    num_revisions: int = knob(3, "revisions sampled per y_init in Phase 1 (paper: 3)")
+    revise_correct: bool = knob(True, "also revise correct y_init with the r=1 phrase (paper: yes; authors' code: no)")
+    phrase_style: str = knob("paper", "control phrases: paper | qwen | olmo (sdzero-spec.md)")
+    # Phase 1: SRT (paper: AdamW, lr 5e-6, cosine, 5% warmup, 2-3 epochs)
+    srt_loss: str = knob("both", "L_SRT terms: both (Eq. 1 + Eq. 2) | gen (Eq. 2) | rev (Eq. 1); paper Table 11")
     srt_variant: str = knob("joint", "joint (paper: L_rev + L_gen in one training) | two-stage (authors' sft.sh: "
                             "SFT on the whole turn of wrong-init tuples, then SFT on y_rev with x + y_init + P_r "
                             "in the user turn, --srt-epochs each)")
@@ -129,12 +135,6 @@ class Config:
     srt_max_tuples: int = knob(0, "keep at most the first N verified tuples (0: all; authors' run_srt_data.sh: 6000)")
     srt_clean: bool = knob(False, "clean the kept tuples as the authors' prepare_data.py does: repeating tails "
                            "trimmed, sycophantic openings of y_rev stripped, duplicate (x, y_init, y_rev) dropped")
-    num_init: int = knob(1, "y_init sampled per Phase 1 question (paper: 1; authors' run_srt_data.sh: 3)")
-    num_revisions: int = knob(3, "revisions sampled per y_init in Phase 1 (paper: 3)")
-    revise_correct: bool = knob(True, "also revise correct y_init with the r=1 phrase (paper: yes; authors' code: no)")
-    phrase_style: str = knob("paper", "control phrases: paper | qwen | olmo (sdzero-spec.md)")
-    # Phase 1: SRT (paper: AdamW, lr 5e-6, cosine, 5% warmup, 2-3 epochs)
-    srt_loss: str = knob("both", "L_SRT terms: both (Eq. 1 + Eq. 2) | gen (Eq. 2) | rev (Eq. 1); paper Table 11")
     srt_lr: float = knob(3e-5, "Phase 1 learning rate (paper 5e-6)")
     srt_epochs: int = knob(2, "Phase 1 epochs (paper 2-3)")
     srt_batch_size: int = knob(8, "kept tuples per Phase 1 step")

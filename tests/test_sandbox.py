@@ -656,7 +656,7 @@ def _humaneval_row(task_id: str) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # The results channel: the candidate can neither read nor forge it, and nothing it can read depends on the task
 
-FORGE = r"""
+HANDLES = r"""
 import os, re
 
 def _handles():
@@ -668,6 +668,9 @@ def _handles():
             except OSError:
                 pass
     return paths
+"""
+
+FORGE = HANDLES + r"""
 
 def forge(indexes):
     # Read the setup line back (an older harness handed it over read-write, nonce included), then write every
@@ -695,21 +698,13 @@ def forge(indexes):
 """
 
 
-READ_BACK = r'''
-import os
-
+READ_BACK = HANDLES + r'''
 def f(*args):
     """[found its own control line, found any other results line] over every handle it has or can (re)open."""
     own = open("own", "w+b")
     own.write(b"setup ok CONTROL\n")
     own.flush()
-    paths = [f"/proc/self/fd/{fd}" for fd in os.listdir("/proc/self/fd")]
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                paths += [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
-            except OSError:
-                pass
+    paths = _handles()
     seen = []
     for fd in range(1024):
         try:

@@ -231,15 +231,20 @@ def test_pass_at_k():
     assert train.pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # 1 - C(3,2)/C(4,2)
 
 
-def test_teacher_sync_and_ema():
-    model = torch.nn.Linear(2, 2)
-
+def teacher_run(model, autocast, teacher: str):
+    """What make_teacher and update_teacher read of a Run, on one process, and the teacher made."""
     class R:
         pass
     run = R()
-    run.model, run.dist, run.autocast = model, parallel.Dist(device=torch.device("cpu")), None
-    run.cfg = train.Config(teacher="frozen")
+    run.model, run.dist, run.autocast = model, parallel.Dist(device=torch.device("cpu")), autocast
+    run.cfg = train.Config(teacher=teacher)
     train.make_teacher(run)
+    return run
+
+
+def test_teacher_sync_and_ema():
+    model = torch.nn.Linear(2, 2)
+    run = teacher_run(model, None, "frozen")
     teacher = run.teacher
     assert run.teacher_policy.model is teacher
     with torch.no_grad():
@@ -277,12 +282,7 @@ def test_bf16_teacher_follows_an_fp32_student():
     """--precision bf16 keeps a frozen or sync teacher in bf16; a sync copy casts the fp32 student's weights."""
     model = torch.nn.Linear(2, 2)
 
-    class R:
-        pass
-    run = R()
-    run.model, run.dist, run.autocast = model, parallel.Dist(device=torch.device("cpu")), torch.bfloat16
-    run.cfg = train.Config(teacher="sync:1")
-    train.make_teacher(run)
+    run = teacher_run(model, torch.bfloat16, "sync:1")
     assert run.teacher.weight.dtype == torch.bfloat16 and model.weight.dtype == torch.float32
     with torch.no_grad():
         model.weight.add_(2.0)
@@ -299,12 +299,7 @@ def test_bf16_ema_teacher_tracks_an_fp64_reference_over_many_small_steps():
         model.weight.fill_(1.0)
         model.bias.fill_(-3.0)
 
-    class R:
-        pass
-    run = R()
-    run.model, run.dist, run.autocast = model, parallel.Dist(device=torch.device("cpu")), torch.bfloat16
-    run.cfg = train.Config(teacher="ema:0.01")
-    train.make_teacher(run)
+    run = teacher_run(model, torch.bfloat16, "ema:0.01")
     assert run.teacher.weight.dtype == torch.float32  # its own fp32 master; the forward runs under autocast
     ref = [p.detach().double().clone() for p in run.teacher.parameters()]
     with torch.no_grad():
