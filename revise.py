@@ -2,7 +2,8 @@
 
 All sequences are built by concatenating token ids. Re-tokenising joined text would not reproduce them:
 BPE tokenizers merge across the join ("...19.\\n\\n" + "Wait" tokenises differently from the whole), so the
-teacher would score tokens the student never sampled.
+teacher would score tokens the student never sampled. Two of the authors' variants are text by design and
+tokenise again: two-stage SRT's user turn (user_turn_revision_example) and --srt-clean (clean_response_ids).
 """
 from __future__ import annotations
 
