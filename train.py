@@ -699,6 +699,8 @@ class Run:
         p2, baseline, eval) picks the sampling settings: --temperature (--eval-temperature), --STAGE-top-p,
         --STAGE-top-k, and for p1 --p1-stop."""
         d, cfg = self.dist, self.cfg
+        if stage not in ("p1", "p2", "baseline", "eval"):
+            raise ValueError(f"stage must be p1, p2, baseline or eval, got {stage!r}")
         temperature = cfg.eval_temperature if stage == "eval" else cfg.temperature
         stop_ids, stop_strings = self.end_ids, None
         if stage == "p1" and cfg.p1_stop:

@@ -534,7 +534,7 @@ def test_bf16_rollouts_read_a_fresh_bf16_copy(tmp_path):
     for p_s, p in zip(run.sampler.parameters(), run.model.parameters()):
         assert p.dtype == torch.float32 and torch.equal(p_s, p.to(torch.bfloat16))
     prompts = [run.prompt_ids(ex) for ex in run.data["eval"][:2]]
-    ys, rs = run.rollouts(prompts, [1, 2], [ex.answer for ex in run.data["eval"][:2]], 4, 1.0, "t")
+    ys, rs = run.rollouts(prompts, [1, 2], [ex.answer for ex in run.data["eval"][:2]], 4, "p2", "t")
     assert len(ys) == 2 and set(rs) <= {0, 1}
     fp32 = train.Run(train.parse_args(["--preset", "smoke", "--out", str(tmp_path / "r")]))
     assert fp32.sampling_model() is fp32.model  # fp32 runs sample from the model itself

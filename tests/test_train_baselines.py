@@ -94,7 +94,7 @@ def test_base_only_evaluates(tmp_path):
     (["--method", "rft", "--budget", "3"], "one question's --rft-samples"),
     (["--method", "grpo", "--budget", "10"], "one rollout step"),
     (["--method", "srt", "--budget", "3"], "one Phase 1 question"),
-    (["--budget", "66"], "Phase 1 (--n1 x (1 + --num-revisions) = 64) and one Phase 2 step"),
+    (["--budget", "66"], "Phase 1 (--n1 x --num-init x (1 + --num-revisions) = 64) and one Phase 2 step"),
     (["--budget", "-1"], "--budget"),
     (["--method", "ppo"], "--method"),
     (["--method", "grpo", "--grpo-group", "1"], "--grpo-group"),
