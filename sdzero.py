@@ -370,19 +370,24 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
     return out  # type: ignore[return-value]
 
 
+def _shortest_prefix(n: int, holds) -> int:
+    """The smallest k in 1..n for which holds(k), where holds is monotone in k and holds(n). Bisection: a
+    longer prefix of tokens decodes to a longer text, so predicates on the decoded prefix are monotone."""
+    lo, hi = 1, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if holds(mid) else (mid + 1, hi)
+    return lo
+
+
 def _stop_string_end(tokenizer, tokens: list[int], stop_strings) -> int | None:
-    """How many tokens it takes for the decoded text to contain one of stop_strings (None: never).
-    A longer prefix decodes to a longer text, so the first such prefix is found by bisection."""
+    """How many tokens it takes for the decoded text to contain one of stop_strings (None: never)."""
     def hit(k):
         text = tokenizer.decode(tokens[:k], skip_special_tokens=True)
         return any(s in text for s in stop_strings)
     if not stop_strings or not tokens or not hit(len(tokens)):
         return None
-    lo, hi = 1, len(tokens)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if hit(mid) else (mid + 1, hi)
-    return lo
+    return _shortest_prefix(len(tokens), hit)
 
 
 def _rollout(tokenizer, prompt: list[int], tokens: list[int], stop_set: set[int],
@@ -410,11 +415,9 @@ def end_at_stop(tokenizer, rollout: Rollout, stop_ids: set[int], stop_strings: l
         if not starts or rollout.truncated:  # a rollout that met a stop string ended there, untruncated
             return rollout
         first = min(starts)
-        lo, hi = 0, len(ids)  # the longest prefix whose text ends before the stop string starts
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if len(tokenizer.decode(ids[:mid], skip_special_tokens=True)) <= first else (lo, mid - 1)
-        ids = ids[:lo]
+        # the first token whose text reaches into the stop string goes, with everything after it
+        ids = ids[:_shortest_prefix(len(ids), lambda k: len(tokenizer.decode(ids[:k], skip_special_tokens=True))
+                                    > first) - 1]
     ids = list(ids) + [end_id]
     return Rollout(rollout.prompt_ids, ids, tokenizer.decode(ids, skip_special_tokens=True), truncated=False)
 

@@ -433,18 +433,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
+def fsync_path(path: Path) -> None:
+    """fsync one file (or folder) by its path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename in `path` durable (POSIX; a no-op where directories cannot be opened, as on Windows)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
+        fsync_path(path)
     except OSError:
         pass
-    finally:
-        os.close(fd)
 
 
 def atomic_replace_dir(tmp: Path, dst: Path) -> None:
@@ -453,11 +456,7 @@ def atomic_replace_dir(tmp: Path, dst: Path) -> None:
     (a short window). Files are fsynced before the swap, so a crash leaves the old folder or the new one."""
     for f in tmp.rglob("*"):
         if f.is_file():
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(f)
     if not dst.exists():
         os.replace(tmp, dst)
     elif not _rename_exchange(tmp, dst):
@@ -656,6 +655,11 @@ class Run:
         self._extra_rows = None
         self.model, self.tok = sdzero.load_model(cfg.model, device=self.device)
         self.end_ids = sdzero.end_of_turn_ids(self.tok, self.model)  # what generation stops on, stripped from y'
+        # --p1-stop: the special tokens among them stop as ids, the rest as text; either is cut and replaced by
+        # the end of turn (the tokenizer's eos when it ends turns).
+        special, self.p1_stop_strings = split_stops(self.tok, cfg.p1_stop)
+        self.p1_stop_ids = special - set(self.end_ids)
+        self.eot_id = self.tok.eos_token_id if self.tok.eos_token_id in self.end_ids else self.end_ids[0]
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.bfloat16 if bf16 else None
         if cfg.grad_checkpoint:
@@ -702,10 +706,9 @@ class Run:
         if stage not in ("p1", "p2", "baseline", "eval"):
             raise ValueError(f"stage must be p1, p2, baseline or eval, got {stage!r}")
         temperature = cfg.eval_temperature if stage == "eval" else cfg.temperature
-        stop_ids, stop_strings = self.end_ids, None
-        if stage == "p1" and cfg.p1_stop:
-            special, stop_strings = split_stops(self.tok, cfg.p1_stop)
-            stop_ids = sorted(set(self.end_ids) | special)
+        p1_stops = stage == "p1" and bool(cfg.p1_stop)
+        stop_ids = sorted(set(self.end_ids) | self.p1_stop_ids) if p1_stops else self.end_ids
+        stop_strings = self.p1_stop_strings if p1_stops else None
         mine = parallel.my_rows(d, len(prompts))
         with parallel.rollout_mode(self.policy, d), parallel.amp(self.autocast, self.device.type), \
                 tqdm(total=len(mine), desc=desc, leave=False, disable=not d.main) as bar:
@@ -716,10 +719,8 @@ class Run:
                                  progress=bar,
                                  # FSDP2's hooks stay on the gathered layers: sample without CUDA graphs there
                                  compile=False if d.strategy == "fsdp" else None)
-        if stage == "p1" and cfg.p1_stop:  # the stop is cut and the end of turn put in its place
-            extra = set(stop_ids) - set(self.end_ids)
-            end = self.tok.eos_token_id if self.tok.eos_token_id in self.end_ids else self.end_ids[0]
-            ys = [sdzero.end_at_stop(self.tok, y, extra, stop_strings or [], end) for y in ys]
+        if p1_stops:  # the stop is cut and the end of turn put in its place
+            ys = [sdzero.end_at_stop(self.tok, y, self.p1_stop_ids, stop_strings or [], self.eot_id) for y in ys]
         rs = rewards([y.text for y in ys], [answers[i] for i in mine], cfg.task)
         both = parallel.gather(d, len(prompts), mine, list(zip(ys, rs)))
         return [y for y, _ in both], [r for _, r in both]
@@ -839,8 +840,7 @@ def phase1_sample(run: Run) -> None:
         kept, run.state["srt_data2"] = two_stage_data(run, rows, prompts, r_init, tuples)
         curation.update(stage1=len(kept), stage2=len(run.state["srt_data2"]))
     else:
-        kept = [dataclasses.asdict(revise.srt_example(tok, prompts[i], init, r_init[i], rev, cfg.phrase_style,
-                                                      run.end_ids)) for i, init, rev in tuples]
+        kept = srt_examples(run, prompts, r_init, tuples)
     count_generations(run, "y_init", len(y_init))
     count_generations(run, "revisions", len(y_rev))
 
@@ -896,6 +896,12 @@ def curate_tuples(run: Run, rows: list, verified: list[tuple]) -> tuple[list[tup
     return tuples, stats
 
 
+def srt_examples(run: Run, prompts: list, r_init: list[int], tuples: list[tuple]) -> list[dict]:
+    """The tuples (i, y_init ids, y_rev ids) as joint-layout SRTExample dicts (revise.srt_example)."""
+    return [dataclasses.asdict(revise.srt_example(run.tok, prompts[i], init, r_init[i], rev, run.cfg.phrase_style,
+                                                  run.end_ids)) for i, init, rev in tuples]
+
+
 def two_stage_data(run: Run, rows: list, prompts: list, r_init: list[int], tuples: list[tuple]):
     """The authors' split of D_rev (prepare_data.py): the revision stage takes up to --srt-stage2-size
     tuples, correct-init ones first, then wrong-init ones (seeded shuffles); the generation stage takes every
@@ -916,8 +922,7 @@ def two_stage_data(run: Run, rows: list, prompts: list, r_init: list[int], tuple
         raise SystemExit(f"--srt-variant two-stage: the generation stage is empty ({len(wrong)} wrong-init tuples, "
                          f"{n_wrong} of them taken by the revision stage); lower --srt-stage2-size "
                          f"({cfg.srt_stage2_size}) or raise --n1")
-    gen = [dataclasses.asdict(revise.srt_example(tok, prompts[i], init, r_init[i], rev, cfg.phrase_style, run.end_ids))
-           for i, init, rev in stage1]
+    gen = srt_examples(run, prompts, r_init, stage1)
     rev = [dataclasses.asdict(revise.user_turn_revision_example(tok, run.prompt_messages(rows[i]), init, r_init[i],
                                                                  y_rev, cfg.phrase_style, run.end_ids))
            for i, init, y_rev in stage2]
