@@ -249,6 +249,15 @@ def _plan(task) -> _Plan:
     raise _BadTask(f"kind {kind!r}")
 
 
+def task_problem(task) -> str | None:
+    """Why `task` is not a well-formed code task (design.md's schema), or None when it is."""
+    try:
+        _plan(task)
+    except _BadTask as bad:
+        return str(bad)
+    return None
+
+
 def _call_test(t) -> _Test:
     if not isinstance(t, dict) or not isinstance(t.get("args"), (list, tuple)) or "expected" not in t:
         raise _BadTask("call test")

@@ -6,7 +6,7 @@
 
 The algorithm, step by step (sdzero-spec.md), and where each step lives:
   0. Data: question/answer pairs (x, a) split into disjoint N1, N2 and held-out sets .... tasks.load_task
-     Reward r(y, a) in {0, 1}: the final answer (math) or the program's tests (code) ....... rewards
+     Reward r(y, a) in {0, 1}: the final answer (math) or the program's tests (code) ....... verify.rewards
   1. Phase 1, self-revision training (SRT) ..................................................... phase1_sample, phase1_train
      1a. one y_init ~ pi(.|x) per x in N1, r = r(y_init, a) ...................................... sdzero.generate
      1b. 3 revisions per y_init from chat(x) + y_init + "\\n\\n" + P_r + "\\n\\n" ................... revise.reviser_context_ids
@@ -503,15 +503,6 @@ def fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def rewards(responses: list[str], answers: list, task: str) -> list[int]:
-    """r(y, a) in {0, 1} for each response: math answers through check_math; code tasks (dicts) through the
-    sandbox, all candidates of the batch at once on a pool sized to the cores."""
-    if task == "code":
-        from sandbox import check_code_batch
-        return [int(v.correct) for v in check_code_batch(responses, answers)]
-    return [int(verify.check_math(y, a).correct) for y, a in zip(responses, answers)]
-
-
 class RunLog:
     """metrics.jsonl (one object per step), samples.jsonl, optional wandb, one printed line per step.
     Under torchrun only rank 0 logs (main=False: every call is a no-op)."""
@@ -721,7 +712,7 @@ class Run:
                                  compile=False if d.strategy == "fsdp" else None)
         if p1_stops:  # the stop is cut and the end of turn put in its place
             ys = [sdzero.end_at_stop(self.tok, y, self.p1_stop_ids, stop_strings or [], self.eot_id) for y in ys]
-        rs = rewards([y.text for y in ys], [answers[i] for i in mine], cfg.task)
+        rs = verify.rewards([y.text for y in ys], [answers[i] for i in mine], cfg.task)
         both = parallel.gather(d, len(prompts), mine, list(zip(ys, rs)))
         return [y for y, _ in both], [r for _, r in both]
 

@@ -1247,3 +1247,20 @@ def check_code(response: str, task: dict, **kwargs) -> Verdict:
     from sandbox import check_code as run_in_sandbox
 
     return run_in_sandbox(response, task, **kwargs)
+
+
+def task_problem(task) -> str | None:
+    """Why a code task is malformed (the reason a dataset row is skipped), or None when the sandbox can run it:
+    the sandbox's own validator, so a row that loads is a row that grades."""
+    from sandbox import task_problem as sandbox_task_problem
+
+    return sandbox_task_problem(task)
+
+
+def rewards(responses: list[str], answers: list, task: str) -> list[int]:
+    """r(y, a) in {0, 1} for each response: math answers through check_math; code tasks (dicts) through the
+    sandbox, all candidates of the batch at once on a pool sized to the cores."""
+    if task == "code":
+        from sandbox import check_code_batch
+        return [int(v.correct) for v in check_code_batch(responses, answers)]
+    return [int(check_math(y, a).correct) for y, a in zip(responses, answers)]

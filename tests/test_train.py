@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 import parallel
 import train
+import verify
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -471,13 +472,13 @@ def test_code_task_runs_both_phases(tmp_path, monkeypatch, capsys):
     model only knows arithmetic, so none of its answers compiles (all real rewards are 0, asserted); to drive
     both phases the test then marks a fixed third of them correct. The verdicts themselves are tested in
     tests/test_sandbox.py; the code demo on SmolLM2 is the real measurement (README)."""
-    real, calls = train.rewards, []
+    real, calls = verify.rewards, []
 
     def rewards(responses, answers, task):
         verdicts = real(responses, answers, task)
         calls.append((task, verdicts, [type(a) for a in answers]))
         return [int(len(y) % 3 == 0) for y in responses]
-    monkeypatch.setattr(train, "rewards", rewards)
+    monkeypatch.setattr(verify, "rewards", rewards)
     out = tmp_path / "run"
     results = train.main(["--task", "code", "--preset", "smoke", "--out", str(out),
                           "--eval-extra", "humaneval", "--eval-extra-n", "3", "--eval-extra-tokens", "8"])
