@@ -202,8 +202,8 @@ def bench_pathological(mb: float) -> dict:
 
 
 def bench_code(n: int) -> dict:
-    import sandbox
     import tasks
+    from verifiers import sandbox
 
     problems = tasks.humaneval_tasks()[:n]
     fence = "```python\n{}\n```"

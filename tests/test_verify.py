@@ -1,7 +1,8 @@
 """Tests for verify.check_math / extract_answer: right and wrong answers, inputs that try to break it,
-the case set bench/math_cases.jsonl, and the sympy worker's hard limit.
+the case set bench/math_cases.jsonl, and the sympy worker's limits (verifiers/sympy_worker.py).
 
-Verdicts only, plus a few deliberately generous time bounds (10x a budget): these machines are noisy.
+Verdicts and what happened to the worker, never speed: the one time bound checked is check_math's documented
+HARD_TIME_LIMIT_S, with slack, on inputs that must be refused without evaluation.
 """
 import json
 import os
@@ -15,6 +16,7 @@ import time
 import pytest
 
 import verify
+from verifiers import math_compare, math_extract, sympy_worker
 from verify import Verdict, check_math, extract_answer
 
 
@@ -250,7 +252,7 @@ def test_text_answers():
         "\\boxed{\\binom{10^{6}}{500000}}",
         "\\boxed{" + "9" * 10_000 + "}",
         "\\boxed{" + "x+" * 5_000 + "1}",
-        "\\boxed{a" + "(b" * 40 + ")" * 40 + "}",
+        pytest.param("\\boxed{a" + "(b" * 40 + ")" * 40 + "}", marks=pytest.mark.slow),  # waits out the soft limit
         "\\boxed{" + "a" * 150 + "}",
         "\\boxed{" + "{" * 3000 + "2" + "}" * 3000 + "}",
         "\\boxed{" * 5000,
@@ -517,27 +519,28 @@ def test_one_decimal_policy_for_rational_and_irrational_golds(answer, rational, 
     for gold in (rational, irrational):
         if gold is not None:
             assert check_math(f"\\boxed{{{answer}}}", gold).correct == expected, gold
-    assert abs(verify.DECIMAL_REL_TOL) < 1e-11  # shorter than a double's digits: an approximation
+    assert abs(math_compare.DECIMAL_REL_TOL) < 1e-11  # shorter than a double's digits: an approximation
 
 
 # ---------------------------------------------------------------------------------------------- caps
 
 
 def test_only_the_tail_after_the_last_think_is_read():
-    filler = "x" * verify.MAX_TAIL_CHARS
+    filler = "x" * math_extract.MAX_TAIL_CHARS
     assert reason("\\boxed{5}" + filler[:-100], "5") == "correct"
     assert reason("\\boxed{5}" + filler, "5") == "no_answer"  # the box lies before the read tail
     assert reason("\\boxed{5}</think>" + filler[:-100], "5") == "no_answer"
 
 
 def test_answers_and_golds_over_the_cap_are_refused():
-    n = verify.MAX_ANSWER_CHARS
+    n = math_compare.MAX_ANSWER_CHARS
     assert reason("\\boxed{" + "7" * n + "}", "7" * n) == "correct"
     assert reason("\\boxed{" + "7" * (n + 1) + "}", "7" * (n + 1)) == "timeout"
     assert reason("\\boxed{7}", "7" * (n + 1)) == "timeout"
     assert reason("\\boxed{7}", "7" + " " * 10 * n) == "correct"  # whitespace around a gold is not its length
 
 
+@pytest.mark.slow  # 1 MB inputs; test_pathological_inputs_return_a_verdict holds the same kinds, smaller
 def test_pathological_inputs_of_the_bench_return_verdicts():
     """bench/verify.py's pathological section at 1 MB: a verdict for each, never a raise, never a wrong score."""
     from bench.verify import pathological_inputs
@@ -573,14 +576,12 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture
 def one_worker():
-    """A pool with exactly one idle, started worker; its pid."""
-    verify._POOL.close()
+    """The worker, started (reused if an earlier test left one), idle; its pid."""
     assert reason(*SYMPY_CASE) == "correct"
-    pids = verify._worker_pids()
-    assert len(pids) == 1
-    return pids[0]
+    return sympy_worker._worker_pid()
 
 
+@pytest.mark.slow  # a fresh interpreter and its worker
 def test_parent_never_imports_sympy():
     code = (
         "import sys, verify\n"
@@ -596,38 +597,40 @@ def test_parent_never_imports_sympy():
 
 
 def test_soft_limit_answers_timeout_and_keeps_the_worker(monkeypatch, one_worker):
-    monkeypatch.setattr(verify, "SYMPY_TIME_LIMIT_S", 1e-6)  # SIGALRM inside the worker
+    monkeypatch.setattr(sympy_worker, "SYMPY_TIME_LIMIT_S", 1e-6)  # SIGALRM inside the worker
     assert reason("\\boxed{x^2 + 2x + 1}", "(x+1)^2") == "timeout"
-    assert verify._worker_pids() == [one_worker]
-    monkeypatch.setattr(verify, "SYMPY_TIME_LIMIT_S", 2.0)
+    assert sympy_worker._worker_pid() == one_worker
+    monkeypatch.setattr(sympy_worker, "SYMPY_TIME_LIMIT_S", 2.0)
     assert reason("\\boxed{x^2 + 2x + 1}", "(x+1)^2") == "correct"
     assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)  # the parent's signals untouched
 
 
 def test_hard_limit_kills_the_worker_and_a_new_one_starts(monkeypatch, one_worker):
-    monkeypatch.setattr(verify, "SYMPY_TIME_LIMIT_S", 60.0)
+    monkeypatch.setattr(sympy_worker, "SYMPY_TIME_LIMIT_S", 60.0)
     monkeypatch.setattr(verify, "HARD_TIME_LIMIT_S", 1e-4)  # no reply can come this fast: a parse takes ms
     assert reason("\\boxed{x^3 + 3x}", "x(x^2+3)") == "timeout"
-    assert verify._worker_pids() == []
+    assert sympy_worker._worker_pid() is None
     assert not _alive(one_worker)  # killed and reaped
     with pytest.raises(ProcessLookupError):
         os.killpg(one_worker, 0)  # nothing left in its process group either
     monkeypatch.setattr(verify, "HARD_TIME_LIMIT_S", 4.0)
     assert reason(*SYMPY_CASE) == "correct"
-    new = verify._worker_pids()
-    assert len(new) == 1 and new[0] != one_worker
+    new = sympy_worker._worker_pid()
+    assert new is not None and new != one_worker
 
 
+@pytest.mark.slow  # two worker starts
 def test_worker_that_died_idle_is_replaced(one_worker):
     os.kill(one_worker, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while _alive(one_worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert reason("\\boxed{\\sqrt{12}}", "2\\sqrt{3}") == "correct"
-    assert one_worker not in verify._worker_pids()
+    assert sympy_worker._worker_pid() not in (None, one_worker)
 
 
-def test_from_many_threads_at_once():
+def test_from_many_threads_at_once(one_worker):
+    """Threads share the one worker, each waiting for it within its own deadline: every verdict is right."""
     cases = [
         ("\\boxed{\\sqrt{8}}", "2\\sqrt{2}", True),
         ("\\boxed{\\sqrt{8}}", "2\\sqrt{3}", False),
@@ -641,13 +644,13 @@ def test_from_many_threads_at_once():
     def work(k):
         results[k] = [check_math(r, g).correct == want for r, g, want in cases]
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(2 * verify.MAX_WORKERS)]
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=300)
     assert len(results) == len(threads) and all(all(r) for r in results.values())
-    assert len(verify._worker_pids()) <= verify.MAX_WORKERS
+    assert sympy_worker._worker_pid() == one_worker  # none timed out, so none killed it
 
 
 def test_timeout_off_the_main_thread(monkeypatch):
@@ -659,21 +662,25 @@ def test_timeout_off_the_main_thread(monkeypatch):
     assert out and out[0].reason == "timeout"
 
 
-def test_pathological_cases_return_within_budget():
-    budget = verify.HARD_TIME_LIMIT_S
-    for answer in ["10^{10^{10}}", "(10^6)!", "2^{2^{2^{2^{2^{2}}}}}", "(1000!)^{10000}", "x" * 190]:
-        start = time.monotonic()
-        v = check_math(f"\\boxed{{{answer}}}", "7")
-        assert not v.correct
-        assert time.monotonic() - start < 10 * budget  # generous: only a hang fails this
+@pytest.mark.parametrize("answer, why", [("10^{10^{10}}", "timeout"), ("(10^6)!", "timeout"),
+                                         ("2^{2^{2^{2^{2^{2}}}}}", "timeout"), ("(1000!)^{10000}", "timeout"),
+                                         ("x" * 190, "mismatch")])
+def test_pathological_answers_are_refused_within_the_limit(answer, why):
+    """Refused by the guards (or read as prose) before anything evaluates them, within the documented limit
+    (HARD_TIME_LIMIT_S; the slack is for a loaded machine, not a speed target)."""
+    start = time.monotonic()
+    assert reason(f"\\boxed{{{answer}}}", "7") == why
+    assert time.monotonic() - start <= verify.HARD_TIME_LIMIT_S + 5
 
 
+@pytest.mark.slow  # a fresh interpreter and its worker
 def test_worker_dies_with_its_parent(tmp_path):
     """A parent killed with SIGKILL (no atexit) leaves no worker behind."""
     code = (
         "import sys, time, verify\n"
+        "from verifiers import sympy_worker\n"
         "assert verify.check_math('\\\\boxed{\\\\sqrt{8}}', '2\\\\sqrt{2}').correct\n"
-        "print(verify._worker_pids()[0], flush=True)\n"
+        "print(sympy_worker._worker_pid(), flush=True)\n"
         "time.sleep(600)\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -693,6 +700,7 @@ def test_worker_dies_with_its_parent(tmp_path):
 # ---------------------------------------------------------------------------------------------- fuzz
 
 
+@pytest.mark.slow  # 300 random inputs; test_pathological_inputs_return_a_verdict is the fast set's share
 def test_fuzz_never_raises():
     rng = random.Random(0)
     tokens = ["\\frac", "{", "}", "^", "_", "\\sqrt", "x", "2", "10", "(", ")", "\\pi", "!", ",", "=", "<",

@@ -1,8 +1,9 @@
-"""The code that runs inside the sandbox (sandbox.py's child side), kept apart so that sandbox.py reads as the parent.
+"""The code that runs inside the sandbox (its child side), kept apart so that sandbox.py and sandbox_runner.py read
+as the parent.
 
-Its source is shipped to the child and executed there in a private globals dict (`sandbox._harness_source`): it
-is never imported into the candidate's interpreter, uses the standard library only and keeps no module-level
-state. Three processes matter (see sandbox.py's docstring): O sets up the isolation as root; T, the tester,
+Its source is shipped to the child and executed there in a private globals dict (`sandbox_runner._harness_source`):
+it is never imported into the candidate's interpreter, uses the standard library only and keeps no module-level
+state. Three processes matter (see verifiers/sandbox.py's docstring): O sets up the isolation as root; T, the tester,
 holds the results file and the tests; D, the candidate, runs the program and answers T's requests. Nothing D
 sends is taken as fact except its first message, written before the program exists. `_encode` is shared with
 the parent, which encodes expected values the same way.

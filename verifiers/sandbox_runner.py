@@ -1,0 +1,519 @@
+"""One sandbox, from the parent's side: where and as whom the child runs, starting it, and killing what is left.
+
+verifiers/sandbox.py turns a task into tests and the results into a verdict; this file gives it a fresh
+sandbox per run and nothing else. It holds:
+  * `Limits` and `Isolation`, what a caller sets;
+  * `setup_for(isolation)`: the child interpreter and the uid policy, chosen once per Isolation by probing
+    each candidate interpreter in both modes, with the paths to hide and the world-writable places found by a
+    bounded scan of / (`_writable_places`); `sandbox_info` reports what the probe saw;
+  * the uid slots (`_UidSlots`): a pair of uids per running sandbox, exclusive across threads and processes;
+  * `run_sandbox`: writes the spec and the job to unnamed files, starts `python -I -S -B -X utf8 -c _BOOT`
+    (which executes verifiers/sandbox_child.py's source, shipped in the spec) in a new session with a
+    scrubbed environment, waits for it under a deadline without reaping it, then kills every process of
+    both uids and its process group, and reads the results file back.
+The process tree, the isolation steps and what they protect are verifiers/sandbox.py's docstring.
+Hand-written on the standard library and the kernel alone (namespaces, rlimits, uids): a training machine
+needs nothing installed for the code reward beyond Python, and every step can be read here.
+"""
+from __future__ import annotations
+
+import collections
+import fcntl
+import functools
+import inspect
+import json
+import logging
+import math
+import os
+import re
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+
+from verifiers import sandbox_child
+
+log = logging.getLogger(__name__)
+
+UID_BASE = int(os.environ.get("SDZERO_SANDBOX_UID_BASE", "61000"))  # Debian's 60000-64999 block: no login users
+UID_COUNT = 64  # concurrently running sandboxes; each uses two uids (candidate, tester)
+CHILD_PATH = "/usr/local/bin:/usr/bin:/bin"
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # hidden from the candidate, with all below it
+
+
+@dataclass(frozen=True)
+class Limits:
+    time_limit_s: float = 2.0  # wall clock per test, and for the program's top-level code
+    candidate_time_s: float = 30.0  # cap on one candidate's wall clock, all its tests together
+    memory_mb: int = 512  # RLIMIT_AS of the candidate process (python -I -S with the harness peaks at ~16 MiB)
+    output_bytes: int = 8 << 20  # RLIMIT_FSIZE: caps stdout, stderr and the results file each
+    processes: int = 64  # RLIMIT_NPROC: processes + threads of the sandbox uid
+    open_files: int = 64  # RLIMIT_NOFILE
+    scratch_mb: int = 32  # size of each private tmpfs (work dir, /dev/shm, each world-writable directory)
+    startup_slack_s: float = 2.0  # added to the parent's hard deadline: interpreter start, isolation setup
+
+
+@dataclass(frozen=True)
+class Isolation:
+    drop_privileges: bool | None = None  # None: drop when running as root
+    uid_base: int = UID_BASE  # candidate uids: uid_base + slot; tester uids: uid_base + uid_count + slot
+    uid_count: int = UID_COUNT
+    python: str | None = None  # child interpreter; None: $SDZERO_SANDBOX_PYTHON or the first one the uid can run
+    namespaces: bool = True  # mount/network/PID/IPC namespaces where the OS allows them
+    hide: tuple[str, ...] = ()  # more directories to hide in the mount namespace
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Where and as whom the child runs (parent side)
+
+
+@dataclass(frozen=True)
+class Setup:
+    python: str
+    uid_base: int | None  # None: no privilege drop
+    uid_count: int
+    namespaces: bool
+    hide: tuple[str, ...]
+    writable: tuple[str, ...] = ()  # world-writable directories found at setup: each gets a private tmpfs
+    specials: tuple[str, ...] = ()  # world-writable sockets and FIFOs found at setup: /dev/null is bound over each
+
+
+_SETUPS: dict = {}
+_SETUP_INFO: dict = {}
+_SETUP_LOCK = threading.Lock()
+
+
+def _python_candidates(isolation: Isolation) -> list[str]:
+    if isolation.python:
+        return [isolation.python]
+    found = [os.environ.get("SDZERO_SANDBOX_PYTHON"), sys.executable, os.path.realpath(sys.executable),
+             getattr(sys, "_base_executable", None)]
+    for name in (f"python{sys.version_info[0]}.{sys.version_info[1]}", "python3"):
+        found.append(shutil.which(name, path=CHILD_PATH))
+    return list(dict.fromkeys(p for p in found if p))
+
+
+def _hidden_paths(isolation: Isolation) -> tuple[str, ...]:
+    paths = [_REPO, os.getcwd(), os.path.expanduser("~"), "/root", "/home", sys.prefix, *isolation.hide]
+    return tuple(dict.fromkeys(os.path.realpath(p) for p in paths if p and os.path.realpath(p) != "/"))
+
+
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount, from /proc/self/mountinfo."""
+    found = []
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                fields = line.split()
+                if b"-" in fields:
+                    point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
+                    found.append((os.fsdecode(point), fields[fields.index(b"-") + 1].decode("ascii", "replace")))
+    except (OSError, IndexError):
+        pass
+    return found
+
+
+def _writable_places(skip: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """World-writable directories, and world-writable sockets and FIFOs, that another uid could reach.
+
+    Breadth first from /, descending only into directories others may traverse, not into a world-writable one
+    (its tmpfs covers everything under it), nor into `skip`, /proc, /sys, /dev (replaced in the sandbox) or a
+    pseudo filesystem. Bounded by SCAN_BUDGET_S: what it does not reach stays read-only, never writable.
+    """
+    skip = set(skip) | set(_REPLACED) | {point for point, fstype in _mounts() if fstype in _PSEUDO_FS}
+    dirs, specials = [], []
+    queue, end = collections.deque(["/"]), time.monotonic() + SCAN_BUDGET_S
+    while queue:
+        if time.monotonic() > end:
+            log.warning("sandbox: the world-writable scan stopped after %.0f s; the rest stays read-only", SCAN_BUDGET_S)
+            break
+        try:
+            with os.scandir(queue.popleft()) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
+            if e.path in skip:
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    mode = e.stat(follow_symlinks=False).st_mode
+                    if mode & 0o003 == 0o003:  # others may create files in it
+                        dirs.append(e.path)
+                    elif mode & 0o001:
+                        queue.append(e.path)
+                elif not e.is_file(follow_symlinks=False) and not e.is_symlink():
+                    mode = e.stat(follow_symlinks=False).st_mode
+                    if (stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode)) and mode & 0o002:
+                        specials.append(e.path)
+            except OSError:
+                pass
+    return tuple(sorted(dirs)), tuple(sorted(specials))
+
+
+_REPLACED = ("/proc", "/sys", "/dev")  # a fresh /proc, a read-only /sys and a minimal /dev in the sandbox
+_PSEUDO_FS = frozenset(("proc", "sysfs", "cgroup", "cgroup2", "devpts", "devtmpfs", "debugfs", "tracefs", "securityfs",
+                        "pstore", "bpf", "configfs", "fusectl", "binfmt_misc", "mqueue", "hugetlbfs", "autofs",
+                        "efivarfs", "selinuxfs", "nsfs", "rpc_pipefs"))
+SCAN_BUDGET_S = 10.0
+
+_PROBE_PROGRAM = "import collections, fractions, heapq, itertools, math, re\nprint(sum(range(4)))\n"
+_PROBE_JOB = {"entry_point": "f", "setup": None, "fail_fast": True, "time_limit": 10.0,
+              "tests": [{"args": "[1]", "kwargs": "{}"}]}
+
+
+def _probe(setup: Setup) -> dict | None:
+    """Run a trivial program in both modes; the child's own report of its isolation, or None if either fails."""
+    limits, deadline = Limits(time_limit_s=10.0), time.monotonic() + 30.0
+    run = run_sandbox({"mode": "stdio", "program": _PROBE_PROGRAM}, None, b"", limits, setup, deadline)
+    ok = run.setup is not None and run.returncode == 0 and run.stdout.strip() == b"6"
+    if ok:  # the tests mode adds the tester's uid: it must be able to run the interpreter too
+        program = "def f(x):\n    return x + 1\n"
+        tests = run_sandbox({"mode": "tests", "program": program}, _PROBE_JOB, b"", limits, setup, deadline)
+        ok = (tests.returncode == 0 and [line[:2] for line in tests.lines] == [("setup", "ok"), ("load", "ok"),
+                                                                            ("0", "ok"), ("done", "ok")]
+              and tests.lines[2][2] == "2")
+        run = run if ok else tests
+    if not ok:
+        log.debug("sandbox probe failed for %s: rc=%s stderr=%s", setup, run.returncode, run.stderr[-2000:])
+    return run.setup if ok else None
+
+
+def setup_for(isolation: Isolation) -> Setup:
+    """Pick the interpreter and uid policy once per Isolation: the first combination whose probe passes."""
+    with _SETUP_LOCK:
+        if isolation in _SETUPS:
+            return _SETUPS[isolation]
+        drop = isolation.drop_privileges if isolation.drop_privileges is not None else os.geteuid() == 0
+        if drop and os.geteuid() != 0:
+            log.warning("sandbox: cannot drop privileges when not root; running candidates as uid %d", os.geteuid())
+            drop = False
+        hide = _hidden_paths(isolation)
+        writable, specials = _writable_places(hide)
+        tries = [(py, isolation.uid_base if drop else None) for py in _python_candidates(isolation)]
+        if drop:  # degrade rather than fail closed: a reward that is always 0 would silently stall training
+            tries += [(py, None) for py in _python_candidates(isolation)]
+        chosen, info = None, None
+        for python, uid_base in tries:
+            candidate = Setup(python, uid_base, isolation.uid_count, isolation.namespaces, hide, writable, specials)
+            info = _probe(candidate)
+            if info is not None:
+                chosen = candidate
+                break
+        if chosen is None:
+            log.error("sandbox: no working child interpreter (tried %s); every code check will fail", tries)
+            chosen, info = Setup(tries[0][0], tries[0][1], isolation.uid_count, isolation.namespaces, hide,
+                                  writable, specials), {}
+        elif drop and chosen.uid_base is None:
+            log.warning("sandbox: no interpreter the sandbox uid can run; candidates run WITHOUT a privilege drop")
+        _SETUPS[isolation], _SETUP_INFO[isolation] = chosen, info
+        return chosen
+
+
+def sandbox_info(isolation: Isolation | None = None) -> dict:
+    """What this machine gives: interpreter, uids, and the isolation the child really got (from a probe)."""
+    isolation = isolation or Isolation()
+    setup = setup_for(isolation)
+    info = dict(_SETUP_INFO.get(isolation) or {})
+    base = setup.uid_base
+    info.update(python=setup.python, drop_privileges=base is not None, world_writable=list(setup.writable),
+                uids=list(range(base, base + 2 * setup.uid_count)) if base is not None else [],
+                working=bool(_SETUP_INFO.get(isolation)))
+    return info
+
+
+class _UidSlots:
+    """Hands out sandbox uids, one per running sandbox, exclusive across threads (a set) and processes (flock).
+
+    Slot uid u runs the candidate; u + count runs its tester."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._busy: set[int] = set()
+        self._swept: set[int] = set()
+
+    def _lock_dir(self) -> str | None:
+        path = os.path.join(tempfile.gettempdir(), f"sdzero-sandbox-uids-{os.geteuid()}")
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            st = os.lstat(path)
+        except OSError:
+            return None
+        # Someone else's directory (or a symlink) would let them hold or fake our locks.
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return None
+        return path
+
+    def acquire(self, base: int, count: int) -> tuple[int, int | None]:
+        lock_dir = self._lock_dir()
+        while True:
+            with self._lock:
+                for uid in range(base, base + count):
+                    if uid in self._busy:
+                        continue
+                    fd = self._flock(lock_dir, uid)
+                    if fd is False:
+                        continue
+                    self._busy.add(uid)
+                    if uid not in self._swept:  # leftovers of a crashed earlier run hold this uid's NPROC
+                        self._swept.add(uid)
+                        _kill_uid(uid)
+                        _kill_uid(uid + count)
+                    return uid, fd
+            time.sleep(0.01)
+
+    @staticmethod
+    def _flock(lock_dir, uid):
+        if lock_dir is None:
+            return None
+        try:
+            fd = os.open(os.path.join(lock_dir, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False  # another process's sandbox holds it
+        return fd
+
+    def release(self, uid: int, fd: int | None) -> None:
+        if fd is not None:
+            os.close(fd)
+        with self._lock:
+            self._busy.discard(uid)
+
+
+_SLOTS = _UidSlots()
+
+
+def _proc_status(pid: str) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return {}
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    """Live (non-zombie) processes whose real, effective, saved or fs uid is `uid`."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        st = _proc_status(pid)
+        if str(uid) in st.get("Uid", "").split() and not st.get("State", "").strip().startswith("Z"):
+            pids.append(int(pid))
+    return pids
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of a sandbox uid, repeatedly, until none is left (a fork loop races the scan)."""
+    for _ in range(200):
+        pids = _pids_of_uid(uid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.002)
+    log.warning("sandbox: processes of uid %d survive SIGKILL", uid)
+
+
+def _clean_scratch(uid: int, dirs: tuple[str, ...]) -> None:
+    """Without a mount namespace the candidate's files in world-writable places are real: delete the ones it owns."""
+    for d in dirs:
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if e.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path, ignore_errors=True)
+                else:
+                    os.unlink(e.path)
+            except OSError:
+                pass
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running one sandbox (parent side)
+
+
+@dataclass
+class Run:
+    returncode: int | None
+    lines: list  # (index, status, payload) of the results file, in order
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool  # the parent's hard deadline passed
+    setup: dict | None  # the child's `setup` report; None: the sandbox never got to run the candidate
+
+    def signal(self) -> int | None:
+        """The signal that ended the candidate, if any (the harness exits 128 + signal for a killed child)."""
+        rc = self.returncode
+        if rc is None:
+            return None
+        if rc < 0:
+            return -rc
+        return rc - 128 if 128 < rc < 128 + 65 else None
+
+
+_BOOT = """import builtins, json, os, sys
+def _boot():
+    with os.fdopen(int(sys.argv[1]), "rb") as f:
+        spec = json.loads(f.read())
+    g = {"__name__": "sdzero_harness", "__builtins__": dict(builtins.__dict__)}
+    exec(spec.pop("harness"), g)
+    g["_child_main"](spec, int(sys.argv[2]), int(sys.argv[3]))
+_boot()
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _harness_source() -> str:
+    """What the child executes: all of sandbox_child.py."""
+    return inspect.getsource(sandbox_child)
+
+
+def _child_env(workdir: str) -> dict[str, str]:
+    return {"PATH": CHILD_PATH, "HOME": workdir, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+
+def _waitid_exited(pid: int) -> bool:
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _wait_exit(pid: int, deadline: float) -> bool:
+    """Wait until the process exits, without reaping it (its pid, our pgid, stays ours); False at the deadline."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        while not _waitid_exited(pid):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if pidfd is not None:
+                select.select([pidfd], [], [], remaining)
+            else:
+                time.sleep(min(remaining, 0.005))
+        return True
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _terminate(proc: subprocess.Popen, uids: tuple, exited: bool) -> None:
+    """Kill whatever is left of a sandbox, whatever happened, and reap the harness."""
+    if not exited:
+        for uid in uids:
+            _kill_uid(uid)  # the candidate and all its descendants, the tester; the harness then exits by itself
+        try:
+            os.kill(proc.pid, signal.SIGTERM)  # the harness kills its child (PID-namespace init) and exits
+        except OSError:
+            pass
+        _wait_exit(proc.pid, time.monotonic() + 2.0)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the harness is not reaped yet, so this pgid cannot be reused
+    except OSError:
+        pass
+    proc.wait()
+    for uid in uids:
+        _kill_uid(uid)  # stragglers that left the process group
+
+
+def _read_capped(f, cap: int) -> bytes:
+    f.seek(0)
+    return f.read(cap)
+
+
+def _parse_results(data: bytes) -> list:
+    return [tuple(parts) for parts in (raw.decode("utf-8", "replace").split(" ", 2) for raw in data.split(b"\n"))
+            if len(parts) == 3]
+
+
+def _write_only(fd: int) -> int:
+    """The same file reopened O_WRONLY|O_APPEND: the child's only handle on its results can neither read nor seek."""
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except OSError:
+        dup = os.dup(fd)
+        fcntl.fcntl(dup, fcntl.F_SETFL, fcntl.fcntl(dup, fcntl.F_GETFL) | os.O_APPEND)
+        return dup
+
+
+def _setup_report(lines: list) -> dict | None:
+    if not lines or lines[0][:2] != ("setup", "ok"):
+        return None
+    try:
+        report = json.loads(lines[0][2])
+    except Exception:  # noqa: BLE001 (RecursionError too: never a traceback in the parent)
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def run_sandbox(spec: dict, job: dict | None, stdin: bytes, limits: Limits, setup: Setup, deadline: float) -> Run:
+    """Run the harness once in a fresh sandbox; returns when it has exited and everything it started is dead.
+
+    `spec` (mode, program) is what the whole sandbox may know; `job` (entry point, setup, tests, time limit) goes
+    to the tester only, on its own file, read after the candidate's process has been forked.
+    """
+    uid, lock_fd = _SLOTS.acquire(setup.uid_base, setup.uid_count) if setup.uid_base is not None else (None, None)
+    tester = uid + setup.uid_count if uid is not None else None
+    workdir = tempfile.mkdtemp(prefix="sdzero-sbx-")
+    try:
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+        spec = dict(spec, harness=_harness_source(), isolate={
+            "uid": uid, "tester": tester, "namespaces": setup.namespaces, "hide": list(setup.hide),
+            "writable": list(setup.writable), "specials": list(setup.specials), "scratch_mb": limits.scratch_mb,
+            "workdir": workdir, "memory_mb": limits.memory_mb, "output_bytes": limits.output_bytes,
+            "processes": limits.processes, "open_files": limits.open_files,
+            "cpu_s": math.ceil(limits.candidate_time_s) + 1})  # the same for every task: it reveals nothing
+        with tempfile.TemporaryFile() as spec_f, tempfile.TemporaryFile() as job_f, tempfile.TemporaryFile() as results_f, \
+                tempfile.TemporaryFile() as in_f, tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+            spec_f.write(json.dumps(spec).encode())
+            spec_f.seek(0)
+            job_f.write(json.dumps(job or {}).encode())
+            job_f.seek(0)
+            in_f.write(stdin)
+            in_f.seek(0)
+            results_w = _write_only(results_f.fileno())
+            fds = (spec_f.fileno(), results_w, job_f.fileno())
+            argv = [setup.python, "-I", "-S", "-B", "-X", "utf8", "-c", _BOOT, *map(str, fds)]
+            try:
+                proc = subprocess.Popen(argv, stdin=in_f, stdout=out_f, stderr=err_f, cwd=workdir, env=_child_env(workdir),
+                                        pass_fds=fds, start_new_session=True)
+            except OSError as e:
+                return Run(None, [], b"", str(e).encode(), False, None)
+            finally:
+                os.close(results_w)
+            exited = _wait_exit(proc.pid, deadline)
+            _terminate(proc, tuple(u for u in (uid, tester) if u is not None), exited)
+            lines = _parse_results(_read_capped(results_f, limits.output_bytes))
+            stdout, stderr = _read_capped(out_f, limits.output_bytes), _read_capped(err_f, 1 << 16)
+        setup_info = _setup_report(lines)
+        if uid is not None and setup_info is not None and not setup_info.get("mntns"):
+            _clean_scratch(uid, ("/tmp", "/var/tmp", "/dev/shm", *setup.writable))
+        return Run(proc.returncode, lines, stdout, stderr, not exited, setup_info)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if uid is not None:
+            _SLOTS.release(uid, lock_fd)
+

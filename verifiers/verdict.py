@@ -1,0 +1,14 @@
+"""The verdict every verifier returns, and the reasons it can give: apart, so that no verifier imports verify.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REASONS = ("correct", "no_answer", "mismatch", "parse_error", "timeout")  # check_math's (see verify.py)
+CODE_REASONS = REASONS + ("runtime_error", "bad_task", "sandbox_error")  # check_code's (see verifiers/sandbox.py)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool
+    reason: str  # one of REASONS (math) or CODE_REASONS (code)
+    extracted: str | None = None  # the answer (math) or the program (code) that was checked, if any
