@@ -42,6 +42,7 @@ chunk, recomputing them in its backward: O(chunk x V) live instead of O(T x V).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -262,17 +263,6 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return total / count
 
 
-def token_nll(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked token-mean negative log-likelihood (SRT, Eq. 1-2). logits [B, T, V] at position t
-    predict labels [B, T] at t (the caller has already shifted); mask [B, T]. Labels at masked
-    positions are ignored (they may be -100)."""
-    mask = mask.bool()
-    safe_labels = torch.where(mask, labels, 0).long()                   # [B, T]
-    logp = _upcast(logits).log_softmax(-1)                              # [B, T, V]
-    nll = -logp.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)       # [B, T]
-    return masked_mean(nll, mask)
-
-
 class _ChunkedTopkDivergence(torch.autograd.Function):
     """Per-token top-k divergence of logits h @ W^T, never holding more than `chunk` rows of logits.
 
@@ -402,3 +392,55 @@ def chunked_distill_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, tea
     per_token = per_token_valid.new_zeros(keep.shape[0])                # [N]
     per_token[keep] = per_token_valid.detach()
     return loss, per_token.view(shape)                                  # [], [B, T]
+
+
+@dataclass(frozen=True)
+class DistillLoss:
+    """Eq. 4's settings, built once from the config (--divergence, --topk, --support, --tail, --beta,
+    --loss-chunk), and the loss itself: `teacher_target` gives the teacher's side from its hidden states,
+    calling the object gives (token-mean loss, per-token values [B, T]) from the student's.
+
+    topk None is the full vocabulary. With the teacher's top-k (the paper) the target is (log-probs, indices)
+    [B, T, k] and the student's side is `chunked_distill_loss` (memory-bounded); otherwise the target is the
+    teacher's full logits [B, T, V] and the student's side `per_token_divergence` on full logits.
+    """
+    divergence: str = "reverse"
+    topk: int | None = 64
+    support: str = "teacher"
+    tail: bool = False
+    beta: float = 0.5
+    chunk: int = 256
+
+    def __post_init__(self):
+        _check(self.divergence, self.beta, self.support)
+        if self.topk is not None and self.topk < 1:
+            raise ValueError(f"topk must be >= 1 or None (full vocabulary), got {self.topk}")
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+
+    @property
+    def bounded(self) -> bool:
+        """The memory-bounded path: the teacher's top-k travel as k log-probs and indices per token."""
+        return self.topk is not None and self.support == "teacher"
+
+    def teacher_target(self, hidden: torch.Tensor, lm_head_weight: torch.Tensor, mask: torch.Tensor):
+        """The teacher's hidden states [B, T, H] at the response positions -> its side of the loss."""
+        if self.bounded:
+            return chunked_teacher_topk(hidden, lm_head_weight, mask, self.topk, chunk=self.chunk)
+        return hidden.float() @ lm_head_weight.float().T                # [B, T, V]
+
+    def teacher_argmax(self, target) -> torch.Tensor:
+        """The teacher's most likely token at each position [B, T]: what the reviser would have written."""
+        return target[1][..., 0] if self.bounded else target.argmax(-1)
+
+    def __call__(self, hidden: torch.Tensor, lm_head_weight: torch.Tensor, target,
+                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 4 from the student's hidden states [B, T, H]: the mean of D(p_S || p_T) over the response tokens
+        (mask [B, T]) and the per-token values [B, T], detached."""
+        if self.bounded:
+            return chunked_distill_loss(hidden, lm_head_weight, *target, mask, chunk=self.chunk,
+                                        divergence=self.divergence, tail=self.tail, beta=self.beta)
+        logits_student = hidden.float() @ lm_head_weight.float().T      # [B, T, V]
+        per_tok = per_token_divergence(logits_student, target, divergence=self.divergence, topk=self.topk,
+                                       support=self.support, tail=self.tail, beta=self.beta)  # [B, T]
+        return masked_mean(per_tok, mask), per_tok.detach()

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+STRATEGIES = ("auto", "ddp", "fsdp")  # --parallel under torchrun; auto is DDP
+
 
 @dataclass
 class Dist:
@@ -123,6 +125,15 @@ class Shares:
 
 
 # ------------------------------------------------------------------------------------ wrapping the model
+
+@dataclass
+class Weights:
+    """One role's weights (the student; the teacher or GRPO's reference): `model` is the bare Hugging Face
+    model (sampling, saving, copying weights) and `policy` the same model wrapped for this job (`wrap`);
+    every loss runs as `policy(fn, ...)`, which calls fn(model, ...)."""
+    model: torch.nn.Module
+    policy: torch.nn.Module
+
 
 class Policy(torch.nn.Module):
     """Runs a function of the model inside one forward call. The losses apply the LM head by hand (a chunk of

@@ -600,3 +600,21 @@ def shared_prefix_hidden(model, seqs: list[list[int]], pad_id: int, *, keep_from
     position_ids = shared + torch.arange(width, device=device).expand(len(seqs), -1)  # [B, S]
     _, out = _forward_cached(backbone, cache, input_ids=ids, attention_mask=attn, position_ids=position_ids)
     return out.last_hidden_state, shared  # [B, S, H]
+
+
+def response_hidden(model, seqs: list[list[int]], starts: list[int], lengths: list[int], pad_id: int):
+    """Final hidden states at the positions that predict the response tokens: [B, T, H] and mask [B, T].
+    Response b is seqs[b][starts[b]:starts[b] + lengths[b]].
+
+    Slicing before the LM head is what keeps the losses memory-bounded: logits exist only for these
+    positions, a chunk at a time (distill.chunked_distill_loss, baselines.response_logp).
+    """
+    hidden, shared = shared_prefix_hidden(model, seqs, pad_id, keep_from=min(starts) - 1)  # [B, S, H]
+    T = max(lengths)
+    pos = torch.zeros((len(starts), T), dtype=torch.long, device=hidden.device)  # [B, T]
+    mask = torch.zeros((len(starts), T), device=hidden.device)  # [B, T]
+    for b, (s, n) in enumerate(zip(starts, lengths)):
+        # The state at position i predicts token i + 1, so y (from position s) is predicted from s - 1 on.
+        pos[b, :n] = torch.arange(s - 1 - shared, s - 1 - shared + n, device=hidden.device)
+        mask[b, :n] = 1
+    return hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])), mask  # [B, T, H], [B, T]

@@ -8,13 +8,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from distill import (  # noqa: E402
+    DistillLoss,
     chunked_distill_loss,
     chunked_teacher_topk,
     masked_mean,
     per_token_divergence,
     per_token_divergence_topk,
     teacher_topk,
-    token_nll,
 )
 
 ln = math.log
@@ -262,7 +262,6 @@ def test_bf16_inputs_give_fp32_outputs():
     assert out.dtype == torch.float32
     out.sum().backward()
     assert s.grad.dtype == torch.bfloat16
-    assert token_nll(s, torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3)).dtype == torch.float32
     hidden, weight = rand_logits(2, 3, 4, seed=29).bfloat16(), rand_logits(9, 4, seed=30).bfloat16()
     loss, per_token = chunked_distill_loss(hidden, weight.requires_grad_(True), logp, idx, torch.ones(2, 3), chunk=2)
     assert loss.dtype == per_token.dtype == torch.float32
@@ -358,16 +357,6 @@ def test_masked_mean_of_divergence_ignores_padded_positions():
     assert l1.item() == l2.item()
     torch.testing.assert_close(x1.grad, x2.grad)
     assert (x1.grad[mask == 0] == 0).all()
-
-
-def test_token_nll_hand_value():
-    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]]]))
-    labels = torch.tensor([[0, 2, -100]])
-    mask = torch.tensor([[1, 1, 0]])
-    expected = -(ln(0.5) + ln(0.3)) / 2
-    assert token_nll(logits, labels, mask).item() == pytest.approx(expected, abs=1e-6)
-    assert token_nll(logits, labels.clamp(min=0), torch.ones(1, 3)).item() == pytest.approx(
-        -(ln(0.5) + ln(0.3) + ln(0.2)) / 3, abs=1e-6)
 
 
 # --- the memory-bounded Phase 2 loss -------------------------------------------------------------
@@ -470,3 +459,39 @@ def test_invalid_arguments():
             per_token_divergence(s, t, **kw)
     with pytest.raises(ValueError):
         per_token_divergence(s, t[:, :4])
+
+
+@pytest.mark.parametrize("topk,support,tail", MODES)
+@pytest.mark.parametrize("d", DIVS)
+def test_distill_loss_object_is_the_functional_loss(d, topk, support, tail):
+    """DistillLoss (what train.py builds once from the flags) gives the same loss, per-token values and LM-head
+    gradient as the functions it wraps: the memory-bounded path for the teacher's top-k, full logits otherwise."""
+    loss_fn = DistillLoss(divergence=d, topk=topk, support=support, tail=tail, beta=0.3, chunk=2)
+    assert loss_fn.bounded == (topk is not None and support == "teacher")
+    h_s, h_t = rand_logits(2, 3, 4, seed=41), rand_logits(2, 3, 4, seed=42)  # fp32, as the trainer's
+    weight = rand_logits(7, 4, seed=43).requires_grad_(True)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    target = loss_fn.teacher_target(h_t, weight, mask)
+    assert isinstance(target, tuple) == loss_fn.bounded
+    loss, per_tok = loss_fn(h_s, weight, target, mask)
+    loss.backward()
+    grad, weight.grad = weight.grad.clone(), None
+    ref_tok = per_token_divergence(h_s @ weight.T, h_t @ weight.T, divergence=d, topk=topk, support=support,
+                                   tail=tail, beta=0.3)  # [2, 3]
+    ref = masked_mean(ref_tok, mask)
+    ref.backward()
+    tol = dict(rtol=1e-5, atol=1e-6)  # float summation order
+    torch.testing.assert_close(loss.double(), ref.double(), **tol)
+    torch.testing.assert_close((per_tok * mask).double(), (ref_tok * mask).detach().double(), **tol)
+    torch.testing.assert_close(grad, weight.grad, **tol)
+    argmax = loss_fn.teacher_argmax(target)
+    assert argmax.shape == (2, 3)
+    if loss_fn.bounded or topk is None:  # the teacher's most likely token
+        torch.testing.assert_close(argmax[mask.bool()], (h_t @ weight.T).argmax(-1)[mask.bool()])
+
+
+def test_distill_loss_refuses_bad_settings():
+    for kw, msg in ((dict(divergence="kl"), "divergence"), (dict(support="both"), "support"),
+                    (dict(beta=1.5), "beta"), (dict(topk=0), "topk"), (dict(chunk=0), "chunk")):
+        with pytest.raises(ValueError, match=msg):
+            DistillLoss(**kw)

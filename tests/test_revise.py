@@ -112,10 +112,10 @@ def test_teacher_y_length_cuts_y_and_gives_no_room_zero():
 def test_end_at_stop_cuts_the_stop_and_ends_the_turn(smol_tok):
     """The authors' Phase 1 stops (vLLM drops the stop string; their SFT appends the end of turn): a text stop
     is cut at the token boundary before it, a special-token stop is replaced, anything else is unchanged."""
-    import train
+    import run
     tok = smol_tok
     im_end, im_start = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|im_start|>")
-    special, text_stops = train.split_stops(tok, "<|im_end|>,<|endoftext|>,<|im_start|>,Question:")
+    special, text_stops = run.split_stops(tok, "<|im_end|>,<|endoftext|>,<|im_start|>,Question:")
     assert special == {im_end, im_start, tok.convert_tokens_to_ids("<|endoftext|>")} and text_stops == ["Question:"]
     ids = tok.encode("So the answer is 7.\n\nQuestion:", add_special_tokens=False)
     y = sdzero.Rollout([1], ids, tok.decode(ids), truncated=False)

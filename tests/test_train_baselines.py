@@ -1,5 +1,6 @@
-"""RFT, GRPO, base and the generation budget end to end on the micro model; GRPO resume after kill -9;
-the chunked response log-probabilities against full logits."""
+"""RFT, GRPO, base and the generation budget end to end on the micro model (in-process fast runs; the
+rest as the command line, slow); GRPO resume after kill -9; the chunked response log-probabilities against
+full logits."""
 import json
 import os
 import subprocess
@@ -10,6 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import baselines
+import config
 import train
 from test_train import kill_mid_phase
 
@@ -33,6 +36,7 @@ def metrics(out, phase):
     return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["phase"] == phase]
 
 
+@pytest.mark.slow
 def test_rft_spends_the_budget_on_k_samples_per_question(tmp_path):
     # smoke: N1 16 + N2 8 = 24 questions; budget 60 at 4 samples each pays for 15 of them.
     res, out, proc = smoke(tmp_path, "rft", "--method", "rft", "--budget", "60")
@@ -45,12 +49,14 @@ def test_rft_spends_the_budget_on_k_samples_per_question(tmp_path):
     assert "after RFT" in proc.stdout
 
 
+@pytest.mark.slow
 def test_rft_without_budget_uses_every_training_question(tmp_path):
     res, _, _ = smoke(tmp_path, "rft", "--method", "rft", "--rft-samples", "2", "--no-rft-dedup")
     assert res["baseline"]["questions"] == 24 and res["generations"] == 48
     assert res["baseline"]["kept"] == res["baseline"]["correct"]  # no dedup: every correct sample is kept
 
 
+@pytest.mark.slow
 def test_grpo_stays_within_budget_and_logs_its_steps(tmp_path):
     res, out, proc = smoke(tmp_path, "grpo", "--method", "grpo", "--budget", "100", "--grpo-batch", "4",
                            "--grpo-group", "4", "--grpo-lr", "1e-3")
@@ -65,6 +71,7 @@ def test_grpo_stays_within_budget_and_logs_its_steps(tmp_path):
     assert set(res["eval"]) == {"eval_base", "eval_final"} and "after GRPO" in proc.stdout
 
 
+@pytest.mark.slow
 def test_grpo_without_dynamic_sampling_runs_exact_steps(tmp_path):
     res, out, _ = smoke(tmp_path, "grpo", "--method", "grpo", "--grpo-steps", "2", "--grpo-batch", "3",
                         "--grpo-group", "2", "--no-grpo-dynamic", "--grpo-kl", "0.1", "--grpo-norm", "sequence",
@@ -75,6 +82,7 @@ def test_grpo_without_dynamic_sampling_runs_exact_steps(tmp_path):
     assert all("kl_ref" in r for r in rows if r["loss"] is not None)
 
 
+@pytest.mark.slow
 def test_budget_sizes_srt_and_sdzero(tmp_path):
     # srt: 72 // (1 + 3) = 18 questions (N1 16 + 2 of N2), 72 generations.
     res, _, _ = smoke(tmp_path, "srt", "--method", "srt", "--budget", "72")
@@ -84,6 +92,7 @@ def test_budget_sizes_srt_and_sdzero(tmp_path):
     assert res["generations_by"] == {"y_init": 16, "revisions": 48, "p2": 16} and len(metrics(out, "p2")) == 4
 
 
+@pytest.mark.slow
 def test_base_only_evaluates(tmp_path):
     res, out, _ = smoke(tmp_path, "base", "--method", "base")
     assert set(res["eval"]) == {"eval_base"} and res["generations"] == 0
@@ -104,9 +113,10 @@ def test_base_only_evaluates(tmp_path):
 ])
 def test_bad_baseline_flags(argv, message):
     with pytest.raises(SystemExit, match=message.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
-        train.parse_args(["--preset", "smoke", *argv])
+        config.parse_args(["--preset", "smoke", *argv])
 
 
+@pytest.mark.slow
 def test_grpo_resume_after_kill_matches_uninterrupted(tmp_path):
     flags = ["--preset", "smoke", "--method", "grpo", "--grpo-steps", "4", "--grpo-batch", "4", "--grpo-lr", "1e-3",
              "--n-eval", "4"]
@@ -130,7 +140,7 @@ def test_response_logp_matches_full_logits(micro):
     starts, lengths = [6, 3, 10], [6, 5, 7]
     temperature = 0.7
     model.train()
-    logp, mask = train.response_logp(model, seqs, starts, lengths, tok.pad_token_id, temperature, chunk=4)
+    logp, mask = baselines.response_logp(model, seqs, starts, lengths, tok.pad_token_id, temperature, chunk=4)
     weights = torch.randn(logp.shape)
     (logp * weights * mask).sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -151,9 +161,30 @@ def test_response_logp_matches_full_logits(micro):
             assert torch.allclose(grads[n], p.grad, atol=1e-4), n
 
 
+@pytest.mark.slow
 def test_p2only_distils_from_the_base_model(tmp_path):
     # Paper Table 12: Phase 2 without SRT; --budget 12 pays for 12 // 4 = 3 steps.
     res, out, proc = smoke(tmp_path, "p2only", "--method", "p2only", "--budget", "12", "--p2-steps", "9")
     assert res["generations_by"] == {"p2": 12} and len(metrics(out, "p2")) == 3
     assert set(res["eval"]) == {"eval_base", "eval_final"} and res["phase1"] is None
     assert "after Phase 2, no SRT" in proc.stdout
+
+
+@pytest.mark.parametrize("flags", [
+    ["--method", "rft", "--budget", "24", "--rft-samples", "2"],
+    ["--method", "grpo", "--grpo-steps", "2", "--grpo-batch", "2", "--grpo-group", "2", "--grpo-kl", "0.1",
+     "--save-every", "1"],
+    ["--method", "p2only", "--p2-steps", "1"],
+], ids=["rft", "grpo", "p2only"])
+def test_baselines_run_in_process(tmp_path, flags):
+    """Each baseline's loop end to end through train.main, small enough for the fast suite."""
+    res = train.main(["--preset", "smoke", "--n-eval", "4", "--out", str(tmp_path / "r"), *flags])
+    method = flags[1]
+    assert set(res["eval"]) == {"eval_base", "eval_final"} and res["method"] == method
+    assert set(res["generations_by"]) == {"rft": {"rft"}, "grpo": {"grpo"}, "p2only": {"p2"}}[method]
+    rows = metrics(tmp_path / "r", {"rft": "rft", "grpo": "grpo", "p2only": "p2"}[method])
+    assert rows and all(r["loss"] is None or r["loss"] == r["loss"] for r in rows)  # logged, never NaN
+    if method == "rft":
+        assert res["generations"] == 24 and res["baseline"]["questions"] == 12
+    if method == "grpo":
+        assert [r["step"] for r in rows] == [1, 2] and res["generations"] >= 8

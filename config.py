@@ -1,0 +1,310 @@
+"""The run's settings: Config (every flag, with the paper's value where it differs), the presets, the command
+line, and the checks that turn a bad flag into one clear line.
+
+Every flag is a Config field (`--p2-lr` is `p2_lr`); a preset sets defaults and explicit flags override it.
+Choice lists come from the modules that own them (distill.DIVERGENCES, revise.CONTROL_PHRASES, ...), so a
+new divergence or phrase style is one edit in its own module.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import baselines
+import distill
+import parallel
+import revise
+from run import METHOD_STAGES, parse_betas, parse_teacher
+
+REPO = Path(__file__).resolve().parent
+
+def knob(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # what to run
+    task: str = knob("math", "task: math (final answer in \\boxed{}, sympy) | code (one Python block, sandboxed tests)")
+    preset: str = knob("demo", "demo (embedded SmolLM2, CPU) | smoke (micro model, seconds) | paper (Qwen3-4B, GPUs) "
+                       "| authors (the paper's scale, the authors' code's recipe)")
+    method: str = knob("sdzero", "sdzero (Phase 1 + 2) | srt (stop after Phase 1) | p2only (Phase 2 from the base "
+                       "model, no SRT; paper Table 12) | rft | grpo (the paper's baselines, baselines.py) | base "
+                       "(evaluate only)")
+    budget: int = knob(0, "training generations to spend (initial answers, revisions, rollouts): sizes Phase 2 "
+                       "(sdzero), the Phase 1 questions (srt), the questions (rft) or the rollout steps (grpo) so "
+                       "methods compare at equal generations; 0 = each method's own flags")
+    model: str = knob("smollm2-135m", "Hugging Face id, local folder, or the embedded alias smollm2-135m")
+    dataset: str = knob("embedded", "embedded | a named dataset (openr1-math, math-500, aime24, aime25, gsm8k, "
+                        "codeforces-cots, codeforces, humaneval, mbpp, livecodebench; README) | a Hub id "
+                        "owner/name[:config][@split] with --question-field/--answer-field (math) | a local "
+                        ".jsonl/.parquet")
+    eval_dataset: str = knob("", "held-out questions from this dataset (same forms as --dataset); default: "
+                             "--dataset's own test split, else carved from its rows")
+    question_field: str = knob("question", "question field of a --dataset file or Hub id")
+    answer_field: str = knob("answer", "final-answer field (math) or code-task field (code) of a --dataset file")
+    out: str = knob("runs/demo", "run folder: config, metrics, samples, checkpoint, results, final model")
+    seed: int = knob(0, "seeds sampling, shuffling and initialisation")
+    data_seed: int = knob(0, "seeds the N1/N2/held-out split (fixed across --seed so seeds share a test set)")
+    n1: int = knob(128, "Phase 1 questions (paper: 10K)")
+    n2: int = knob(240, "Phase 2 questions (paper: 9K)")
+    n_eval: int = knob(256, "held-out questions")
+    math_max_operand: int = knob(30, "embedded math: operands in 1..N")
+    math_ops: str = knob("+", "embedded math: operators, a subset of '+-*'")
+    fewshot: bool = knob(True, "worked example turns before each question, one showing a revision (tasks.FEWSHOT)")
+    # sampling (sdzero-spec.md, Phase 1 step 1 and Phase 2)
+    max_new_tokens: int = knob(48, "new tokens per sample (paper: 16K)")
+    temperature: float = knob(0.7, "sampling temperature for training rollouts (paper 0.7; authors' code 1.0)")
+    p1_top_p: float = knob(1.0, "Phase 1 top-p, y_init and revisions (paper: none; authors' "
+                           "self_critique_pipeline.py: 0.9)")
+    p1_top_k: int = knob(0, "Phase 1 top-k (0 = off)")
+    p1_stop: str = knob("", "Phase 1 stop strings, comma-separated: the stop is cut and the end of turn put in its "
+                        "place (authors' self_critique_pipeline.py: <|im_end|>,<|endoftext|>,<|im_start|>,Question:)")
+    p2_top_p: float = knob(1.0, "Phase 2 samples' top-p (paper: none; authors' distillation_math.yaml: 1.0)")
+    p2_top_k: int = knob(0, "Phase 2 top-k (0 = off)")
+    baseline_top_p: float = knob(1.0, "RFT and GRPO rollouts' top-p")
+    baseline_top_k: int = knob(0, "RFT and GRPO top-k (0 = off)")
+    eval_top_p: float = knob(1.0, "held-out sampling top-p")
+    eval_top_k: int = knob(0, "held-out top-k (0 = off)")
+    gen_batch_size: int = knob(64, "prompts per generation batch (memory bound)")
+    num_init: int = knob(1, "y_init sampled per Phase 1 question (paper: 1; authors' run_srt_data.sh: 3)")
+    num_revisions: int = knob(3, "revisions sampled per y_init in Phase 1 (paper: 3)")
+    revise_correct: bool = knob(True, "also revise correct y_init with the r=1 phrase (paper: yes; authors' code: no)")
+    phrase_style: str = knob("paper", "control phrases: paper | qwen | olmo (sdzero-spec.md)")
+    # Phase 1: SRT (paper: AdamW, lr 5e-6, cosine, 5% warmup, 2-3 epochs)
+    srt_loss: str = knob("both", "L_SRT terms: both (Eq. 1 + Eq. 2) | gen (Eq. 2) | rev (Eq. 1); paper Table 11")
+    srt_variant: str = knob("joint", "joint (paper: L_rev + L_gen in one training) | two-stage (authors' sft.sh: "
+                            "SFT on the whole turn of wrong-init tuples, then SFT on y_rev with x + y_init + P_r "
+                            "in the user turn, --srt-epochs each)")
+    srt_stage2_size: int = knob(1000, "two-stage: tuples of the revision stage, correct-init ones first (authors' "
+                                "prepare_data.py: 1000); the generation stage takes the other wrong-init tuples")
+    srt_max_tuples: int = knob(0, "keep at most the first N verified tuples (0: all; authors' run_srt_data.sh: 6000)")
+    srt_clean: bool = knob(False, "clean the kept tuples as the authors' prepare_data.py does: repeating tails "
+                           "trimmed, sycophantic openings of y_rev stripped, duplicate (x, y_init, y_rev) dropped")
+    srt_lr: float = knob(3e-5, "Phase 1 learning rate (paper 5e-6)")
+    srt_epochs: int = knob(2, "Phase 1 epochs (paper 2-3)")
+    srt_batch_size: int = knob(8, "kept tuples per Phase 1 step")
+    srt_warmup: float = knob(0.05, "Phase 1 warmup share of steps, then cosine (paper ~5%)")
+    # Phase 2: on-policy self-distillation
+    p2_lr: float = knob(5e-6, "Phase 2 learning rate (paper 5e-6)")
+    p2_steps: int = knob(30, "Phase 2 optimizer steps")
+    p2_batch_size: int = knob(8, "prompts per Phase 2 step, one sample each (authors' code: 128)")
+    p2_warmup: int = knob(0, "Phase 2 warmup steps, then constant lr (authors' code: 20)")
+    p2_micro_batch: int = knob(0, "Phase 2 rows per forward/backward on each process, sorted by length so "
+                               "micro-batches pad little; gradients accumulate (0 = all rows at once)")
+    teacher: str = knob("frozen", "frozen (paper default) | sync:N (copy student->teacher every N steps) | ema:R")
+    divergence: str = knob("reverse", "reverse KL(S||T) (paper Eq. 4) | forward | mixed (authors' code) | jsd")
+    topk: int = knob(64, "support: the top-k tokens, renormalised (paper: 64); 0 = full vocabulary")
+    support: str = knob("teacher", "whose top-k: teacher (paper) | student")
+    tail: bool = knob(False, "add a tail bucket with the remaining mass instead of renormalising")
+    beta: float = knob(0.5, "mixing weight of --divergence mixed and jsd")
+    teacher_keep_end: bool = knob(False, "the teacher's first copy of y keeps its end-of-turn token (authors' "
+                                  "code) instead of y' without it (paper, sdzero-spec.md Phase 2 step 3)")
+    teacher_max_len: int = knob(4096, "teacher context cap; longer y is truncated for student and teacher alike")
+    loss_chunk: int = knob(256, "response positions per chunk of the memory-bounded Phase 2 loss")
+    # baselines (baselines.py). RFT fine-tunes with the Phase 1 settings (--srt-lr, --srt-epochs,
+    # --srt-batch-size, --srt-warmup); both draw questions from N1 then N2.
+    rft_samples: int = knob(4, "RFT: samples per question (the paper's baselines: 4)")
+    rft_dedup: bool = knob(True, "RFT: keep distinct correct samples only (the RFT paper)")
+    grpo_group: int = knob(4, "GRPO: samples per question, the group size n (the paper's baselines: 4)")
+    grpo_batch: int = knob(16, "GRPO: questions per rollout step")
+    grpo_steps: int = knob(11, "GRPO: rollout steps when --budget is 0")
+    grpo_minibatches: int = knob(2, "GRPO: optimizer steps per rollout step (later ones are off-policy, clipped)")
+    grpo_lr: float = knob(1e-5, "GRPO learning rate (DAPO: 1e-6 at 32B)")
+    grpo_warmup: int = knob(0, "GRPO warmup optimizer steps, then constant lr")
+    grpo_std: bool = knob(True, "GRPO: divide the advantage by the group's std (--no-grpo-std: Dr. GRPO)")
+    grpo_norm: str = knob("token", "GRPO loss normalisation: token (DAPO) | sequence (GRPO)")
+    grpo_clip_low: float = knob(0.2, "GRPO: lower clip, rho >= 1 - this")
+    grpo_clip_high: float = knob(0.28, "GRPO: upper clip, rho <= 1 + this (DAPO clip-higher; GRPO: 0.2)")
+    grpo_dynamic: bool = knob(True, "GRPO: DAPO dynamic sampling, replace groups whose rewards are all equal")
+    grpo_max_rounds: int = knob(3, "GRPO dynamic sampling: generation rounds per step at most")
+    grpo_overlong: int = knob(0, "GRPO: DAPO overlong penalty over the last N tokens before the cap (0 = off)")
+    grpo_kl: float = knob(0.0, "GRPO: KL(pi || initial model) coefficient (GRPO 0.04; DAPO 0 = off)")
+    # optimisation (both phases)
+    srt_weight_decay: float = knob(0.0, "AdamW weight decay in Phase 1 and RFT (paper: none given; authors' sft.sh: "
+                                   "1e-4)")
+    srt_betas: str = knob("0.9,0.999", "AdamW betas in Phase 1 and RFT (torch's default; authors' sft.sh: 0.9,0.95)")
+    p2_weight_decay: float = knob(0.0, "AdamW weight decay in Phase 2 and GRPO (authors' distillation_math.yaml: 0.01)")
+    p2_betas: str = knob("0.9,0.999", "AdamW betas in Phase 2 and GRPO (authors' distillation_math.yaml: 0.9,0.999)")
+    grad_clip: float = knob(1.0, "gradient-norm clip (authors' code: 1.0)")
+    # evaluation
+    eval_samples: int = knob(1, "samples per held-out question: avg@k and pass@k use k = this")
+    eval_temperature: float = knob(0.0, "held-out sampling temperature (0 = greedy, needs --eval-samples 1)")
+    eval_revise: bool = knob(False, "at each evaluation also revise every held-out answer (greedy, P_r by its "
+                             "reward): the reviser's correction rate (r=0 -> right) and keep rate (r=1 -> right)")
+    eval_extra: str = knob("", "also evaluate this dataset before training and at the end, reported apart "
+                           "(code demo: humaneval)")
+    eval_extra_n: int = knob(0, "questions of --eval-extra (0 = all)")
+    eval_extra_tokens: int = knob(0, "new tokens per --eval-extra answer (0 = --max-new-tokens)")
+    # bookkeeping
+    save_every: int = knob(0, "checkpoint every N optimizer steps inside a phase (0: only between stages)")
+    resume: bool = knob(False, "continue the run in --out from its checkpoint")
+    log_samples: int = knob(2, "samples per step written to samples.jsonl")
+    wandb: str = knob("", "log to this Weights & Biases project (needs `pip install wandb`)")
+    threads: int = knob(0, "torch CPU threads (0 = all cores)")
+    precision: str = knob("auto", "auto (bf16 on CUDA, else fp32) | bf16 (fp32 weights and optimizer, bf16 autocast "
+                          "for sampling and losses, the teacher stored in bf16, an EMA teacher in fp32) | fp32")
+    grad_checkpoint: bool = knob(False, "activation checkpointing in the decoder layers (long answers: memory for "
+                                 "recomputation)")
+    parallel: str = knob("auto", "under torchrun: auto (= ddp) | ddp (a full model per GPU) | fsdp (FSDP2: "
+                         "parameters, gradients and optimizer state sharded across GPUs); parallel.py")
+
+
+PRESETS = {
+    "demo": {},
+    "smoke": dict(model=str(REPO / "tests" / "fixtures" / "micro"), out="runs/smoke", n1=16, n2=8, n_eval=16,
+                  fewshot=False,
+                  math_max_operand=9, max_new_tokens=24, gen_batch_size=32, srt_epochs=1, srt_batch_size=4,
+                  srt_lr=1e-3, p2_steps=3, p2_batch_size=4, p2_lr=1e-4, loss_chunk=7, save_every=1,
+                  teacher_max_len=128),
+    # Qwen3-4B-Instruct-2507 on 8 GPUs (sdzero-spec.md hyperparameters); needs the Hub. Under torchrun, FSDP2,
+    # activation checkpointing and one answer per Phase 2 forward: 4B fp32 weights + AdamW are 64 GB before the
+    # activations of 16K-token answers (these memory settings are reasoned, not measured: no GPU yet).
+    "paper": dict(model="Qwen/Qwen3-4B-Instruct-2507", dataset="openr1-math", eval_dataset="math-500", out="runs/paper",
+                  fewshot=False, parallel="fsdp", grad_checkpoint=True, p2_micro_batch=1,
+                  n1=10000, n2=9000, n_eval=500, max_new_tokens=16384, temperature=0.7, srt_lr=5e-6,
+                  srt_epochs=2, srt_batch_size=64, p2_lr=5e-6, p2_steps=400, p2_batch_size=128, p2_warmup=20,
+                  teacher_max_len=40960, gen_batch_size=256, eval_samples=8, eval_temperature=0.7, save_every=50),
+}
+# The authors' recipe (princeton-pli/Self-Distillation-Zero) at the paper's scale, where it differs from the
+# paper: Phase 1 from run_srt_data.sh, self_critique_pipeline.py, prepare_data.py and sft.sh (4 GPUs x 1 row);
+# Phase 2 from distill.sh and distillation_math.yaml. The README's deviations table lists each choice.
+PRESETS["authors"] = dict(
+    PRESETS["paper"], out="runs/authors", phrase_style="qwen", revise_correct=False, temperature=1.0,
+    num_init=3, p1_top_p=0.9, p1_stop="<|im_end|>,<|endoftext|>,<|im_start|>,Question:",
+    srt_max_tuples=6000, srt_clean=True, srt_variant="two-stage", srt_stage2_size=1000,
+    srt_epochs=3, srt_batch_size=4, srt_lr=5e-6, srt_betas="0.9,0.95", srt_weight_decay=1e-4,
+    divergence="mixed", beta=0.5, topk=64, teacher_keep_end=True, teacher_max_len=32768,
+    p2_lr=5e-6, p2_batch_size=128, p2_warmup=20, p2_steps=1000, p2_weight_decay=0.01, p2_betas="0.9,0.999",
+    grad_clip=1.0)
+
+
+# Defaults a preset takes for one task (applied after the preset, before explicit flags). Code answers are
+# longer than arithmetic ones; HumanEval is reported beside the held-out procedural problems (where a
+# 135M model can learn), at 256 tokens because its functions are longer.
+TASK_PRESETS = {
+    ("demo", "code"): dict(out="runs/demo-code", max_new_tokens=96, n_eval=128, eval_extra="humaneval",
+                           eval_extra_tokens=256),
+    ("smoke", "code"): dict(out="runs/smoke-code", max_new_tokens=32, teacher_max_len=256),
+    # The paper's code run: Codeforces-CoTs problems (15K in the paper), held out on LiveCodeBench, HumanEval apart.
+    ("paper", "code"): dict(out="runs/paper-code", dataset="codeforces-cots", eval_dataset="livecodebench",
+                            eval_extra="humaneval"),
+    ("authors", "code"): dict(out="runs/authors-code", dataset="codeforces-cots", eval_dataset="livecodebench",
+                              eval_extra="humaneval"),
+}
+
+
+def parse_args(argv=None) -> Config:
+    p = argparse.ArgumentParser(description="SD-Zero: self-revision turns binary rewards into dense supervision. "
+                                "Presets set defaults; explicit flags override them.")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
+        else:
+            typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            choices = list(PRESETS) if f.name == "preset" else None
+            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, choices=choices,
+                           help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
+    given = vars(p.parse_args(argv))
+    preset = given.get("preset", "demo")
+    values = dict(PRESETS[preset])
+    values.update(TASK_PRESETS.get((preset, given.get("task", "math")), {}))
+    values.update(given)  # explicit flags override the preset
+    cfg = Config(**values)
+    check_config(cfg)
+    return cfg
+
+
+# Flags that take one of a list of values, and the module that owns each list.
+CHOICES = {
+    "task": ("math", "code"), "method": tuple(METHOD_STAGES), "precision": ("auto", "bf16", "fp32"),
+    "parallel": parallel.STRATEGIES, "grpo_norm": baselines.NORMS, "srt_loss": ("both", "gen", "rev"),
+    "divergence": distill.DIVERGENCES, "support": distill.SUPPORTS, "phrase_style": tuple(revise.CONTROL_PHRASES),
+    "srt_variant": ("joint", "two-stage"),
+}
+# Counts that must be at least 1.
+POSITIVE = ("rft_samples", "grpo_group", "grpo_batch", "grpo_steps", "grpo_minibatches", "grpo_max_rounds", "n1",
+            "n2", "n_eval", "max_new_tokens", "gen_batch_size", "srt_batch_size", "p2_batch_size", "loss_chunk",
+            "eval_samples")
+
+
+def check_config(cfg: Config) -> None:
+    def bad(flag, why):
+        raise SystemExit(f"{flag}: {why}")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            bad("--" + name.replace("_", "-"), f"{getattr(cfg, name)!r} is not one of {', '.join(allowed)}")
+    for name in POSITIVE:
+        if getattr(cfg, name) < 1:
+            bad("--" + name.replace("_", "-"), "must be at least 1")
+    if cfg.method == "grpo" and cfg.grpo_group < 2:
+        bad("--grpo-group", "a group needs at least 2 samples for r - mean(r) to be anything but 0")
+    if not (0 <= cfg.grpo_clip_low < 1 and cfg.grpo_clip_high >= 0):
+        bad("--grpo-clip-low" if not 0 <= cfg.grpo_clip_low < 1 else "--grpo-clip-high",
+            "clip ranges are 0 <= low < 1 and high >= 0")
+    if not 0 <= cfg.grpo_overlong <= cfg.max_new_tokens:
+        bad("--grpo-overlong", f"must lie in 0..--max-new-tokens ({cfg.max_new_tokens})")
+    check_budget(cfg)
+    parse_teacher(cfg.teacher)
+    if not cfg.temperature > 0:  # GRPO divides logits by it; Phase 1's revisions of one y_init would be copies
+        bad("--temperature", f"{cfg.temperature} is not > 0: training rollouts are sampled (greedy decoding is "
+            "for evaluation: --eval-temperature 0)")
+    if cfg.srt_variant == "two-stage" and cfg.srt_loss != "both":
+        bad("--srt-loss", "chooses the terms of --srt-variant joint; two-stage trains L_gen, then L_rev")
+    if cfg.srt_stage2_size < 1:
+        bad("--srt-stage2-size", "the revision stage needs at least one tuple")
+    if cfg.srt_max_tuples < 0:
+        bad("--srt-max-tuples", "0 (no cap) or more")
+    if cfg.num_init < 1:
+        bad("--num-init", "at least one y_init per question")
+    for group in ("srt", "p2"):
+        try:
+            parse_betas(getattr(cfg, f"{group}_betas"))
+        except ValueError as e:
+            bad(f"--{group}-betas", str(e))
+        if getattr(cfg, f"{group}_weight_decay") < 0:
+            bad(f"--{group}-weight-decay", "must be 0 or more")
+    for stage in ("p1", "p2", "baseline", "eval"):
+        if not 0 < getattr(cfg, f"{stage}_top_p") <= 1:
+            bad(f"--{stage}-top-p", "top-p lies in (0, 1] (1 = off)")
+        if getattr(cfg, f"{stage}_top_k") < 0:
+            bad(f"--{stage}-top-k", "top-k is 0 (off) or more")
+    if cfg.eval_temperature <= 0 and cfg.eval_samples != 1:
+        bad("--eval-samples", "greedy evaluation (--eval-temperature 0) gives one answer per question; use 1")
+    if cfg.p2_micro_batch < 0:
+        bad("--p2-micro-batch", "must be 0 (all rows at once) or more")
+    if cfg.eval_extra_n < 0 or cfg.eval_extra_tokens < 0:
+        bad("--eval-extra-n" if cfg.eval_extra_n < 0 else "--eval-extra-tokens", "must be 0 (all / default) or more")
+    if cfg.topk < 0:
+        bad("--topk", "must be 0 (full vocabulary) or positive")
+    if not 0 <= cfg.beta <= 1:
+        bad("--beta", "must lie in [0, 1]")
+
+
+
+def check_budget(cfg: Config) -> None:
+    """--budget must at least pay for the smallest unit of work of the method; say what that unit costs."""
+    if cfg.budget < 0:
+        raise SystemExit("--budget: must be 0 (no budget) or a number of generations")
+    if not cfg.budget or cfg.method == "base":
+        return
+    per_question = cfg.num_init * (1 + cfg.num_revisions)  # the y_init and their revisions
+    need = {"p2only": (cfg.p2_batch_size, f"one Phase 2 step (--p2-batch-size {cfg.p2_batch_size})"),
+            "srt": (per_question, f"one Phase 1 question (--num-init x (1 + --num-revisions) = {per_question})"),
+            "rft": (cfg.rft_samples, f"one question's --rft-samples ({cfg.rft_samples})"),
+            "grpo": (cfg.grpo_group * cfg.grpo_batch,
+                     f"one rollout step (--grpo-group x --grpo-batch = {cfg.grpo_group * cfg.grpo_batch})")}
+    if cfg.method == "sdzero":
+        p1 = cfg.n1 * (per_question if cfg.revise_correct else cfg.num_init)  # else at least the y_init
+        what = (f"Phase 1 ({'' if cfg.revise_correct else 'at least '}--n1 x --num-init x (1 + --num-revisions) "
+                f"= {p1}) "
+                f"and one Phase 2 step (--p2-batch-size {cfg.p2_batch_size})")
+        need["sdzero"] = (p1 + cfg.p2_batch_size, what)
+    least, what = need[cfg.method]
+    if cfg.budget < least:
+        raise SystemExit(f"--budget {cfg.budget}: too small for --method {cfg.method}, which needs {least} "
+                         f"generations for {what}")
