@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import paper_table  # noqa: E402  (bench/ is not a package)
+import common  # bench/ is sys.path[0] when a bench script runs (tests put it on sys.path)
+import paper_table
 
 # name: (what the paper reports, train.py flags). Each changes one thing from the SD-Zero default.
 ABLATIONS = {
@@ -42,10 +42,10 @@ def main(argv=None) -> dict:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--runs", default="runs/table", help="the folder of bench/paper_table.py's runs (the reference)")
-    p.add_argument("--results", default=str(paper_table.REPO / "results"))
+    p.add_argument("--results", default=str(common.REPO / "results"))
     p.add_argument("extra", nargs="*", help="train.py flags for every run (after --)")
     args = p.parse_args(argv)
-    args.threads = args.threads or max(1, (paper_table.os.cpu_count() or 1) // args.jobs)
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     t0 = time.time()
 
     def one(name):
@@ -67,8 +67,8 @@ def main(argv=None) -> dict:
                      "base_accuracy": r["base_accuracy"], "srt_accuracy": r["srt_accuracy"],
                      "final_accuracy": r["final_accuracy"], "generations": r["generations"], "seconds": r["seconds"],
                      "commit": r["commit"], "diagnostics": paper_table.diagnostics(out, r)})
-    table = {"rows": rows, "seed": args.seed, "budget": args.budget, "commit": paper_table.commit(),
-             "machine": paper_table.machine(), "wall_seconds": round(time.time() - t0, 1)}
+    table = {"rows": rows, "seed": args.seed, "budget": args.budget, "commit": common.commit(),
+             "machine": common.machine(), "wall_seconds": round(time.time() - t0, 1)}
     ref = rows[0]["final_accuracy"]
     runs = ", ".join(sorted({row["commit"] or "?" for row in rows}))
     lines = [f"One seed ({args.seed}), budget {args.budget}, held-out accuracy (greedy); runs at commit {runs}, table "

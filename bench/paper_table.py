@@ -16,17 +16,14 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from demo_seeds import commit, machine  # bench/ is on sys.path: this runs as a script or from ablations.py
+import common  # bench/ is sys.path[0] when a bench script runs (tests put it on sys.path)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = common.REPO
 METHODS = ["base", "srt", "sdzero", "rft", "grpo"]
 LABEL = {"base": "base", "srt": "SRT (Phase 1 only)", "sdzero": "SD-Zero", "rft": "RFT", "grpo": "GRPO"}
 PAPER = {"base": 49.8, "rft": 54.3, "grpo": 53.1, "srt": 57.6, "sdzero": 60.3}  # Qwen3-4B, 8-benchmark avg@8
@@ -37,31 +34,15 @@ def mean_se(xs: list[float]) -> tuple[float, float | None]:
 
 
 def run_one(method: str, seed: int, args, extra: list[str], name: str | None = None) -> Path:
-    """train.py for one (method, seed) in <runs>/<name or method>-s<seed>; the folder once finished."""
+    """train.py for one (method, seed) in <runs>/<name or method>-s<seed> (see common.run_train); the folder
+    once finished."""
     out = Path(args.runs) / f"{name or method}-s{seed}"
-    cmd = ["--task", "math", "--method", method, "--seed", str(seed), "--threads", str(args.threads), *extra]
+    flags = ["--task", "math", "--method", method, "--seed", str(seed), "--threads", str(args.threads), *extra]
     if method != "base":
-        cmd += ["--budget", str(args.budget)]
+        flags += ["--budget", str(args.budget)]
     if method == "sdzero":  # the reviser before, after Phase 1 and after Phase 2 (diagnostics)
-        cmd += ["--eval-revise"]
-    marker = out.with_name(out.name + ".cmd.json")  # beside the run folder: train.py wants an empty --out
-    if (out / "results.json").exists():
-        if json.loads(marker.read_text()) != cmd:
-            raise SystemExit(f"{out}: finished with another command ({marker}); remove the folder or use --runs")
-        return out
-    resume = (out / "checkpoint" / "state.pt").exists()
-    if resume and json.loads(marker.read_text()) != cmd:
-        raise SystemExit(f"{out}: a run with another command is in progress there; remove it or use --runs")
-    if out.exists() and not resume:
-        shutil.rmtree(out)  # stopped before its first checkpoint: nothing there to keep
-    out.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(cmd))
-    with open(out.with_name(out.name + ".log"), "a") as log:
-        proc = subprocess.run([sys.executable, str(REPO / "train.py"), *cmd, "--out", str(out),
-                               *(["--resume"] if resume else [])], stdout=log, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode:
-        raise SystemExit(f"{method} seed {seed} failed (exit {proc.returncode}); see {log.name}")
-    return out
+        flags += ["--eval-revise"]
+    return common.run_train(out, flags, log=out.with_name(out.name + ".log"))
 
 
 def diagnostics(out: Path, results: dict) -> dict:
@@ -168,7 +149,7 @@ def main(argv=None) -> dict:
     p.add_argument("extra", nargs="*", help="train.py flags for every run (after --)")
     args = p.parse_args(argv)
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    code = commit()
+    code = common.commit()
     t0 = time.time()
     # Longest first, so the pool does not end on one long run.
     order = sorted(((m, s) for s in args.seeds for m in args.methods),
@@ -187,7 +168,7 @@ def main(argv=None) -> dict:
     ev = json.loads((outs[order[0]] / "results.json").read_text())["eval"]["eval_base"]
     table = {"rows": rows, "summary": summarise(rows), "budget": args.budget, "budget_within_10pct": budget_ok,
              "seeds": args.seeds, "n_eval": ev["n_questions"], "extra_args": args.extra, "commit": code,
-             "run_commits": sorted({r["commit"] or "?" for r in rows}), "machine": machine(),
+             "run_commits": sorted({r["commit"] or "?" for r in rows}), "machine": common.machine(),
              "python": platform.python_version(), "jobs": args.jobs, "threads": args.threads,
              "wall_seconds": round(time.time() - t0, 1), "paper": PAPER}
     results = Path(args.results)

@@ -8,21 +8,18 @@ and keeps a right one right (r1_kept).
     python bench/revise_probe.py --tasks 30:+ 30:+-
 
 Each run is `train.py --task math --method base --eval-revise --math-max-operand N --math-ops OPS` in
-<runs>/probe-<N>-<ops>; finished runs with the same settings are reused. Writes results/revise_probe.json
-and .md; prints one JSON line.
+<runs>/probe-op<N>-<ops> (+-* spelled pdm); finished runs with the same flags are reused and interrupted
+ones resumed (common.run_train). Writes results/revise_probe.json and .md; prints one JSON line.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_seeds import commit, machine  # noqa: E402
+import common  # bench/ is sys.path[0] when a bench script runs (tests put it on sys.path)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = common.REPO
 TASKS = ["30:+", "30:+-", "20:+-*", "99:+"]  # (operands 1..N, operators); 30:+ is the demo's task
 
 
@@ -31,23 +28,8 @@ def probe(task: str, args) -> dict:
     out = Path(args.runs) / f"probe-op{max_operand}-{ops.translate(str.maketrans('+-*', 'pdm'))}"
     flags = ["--task", "math", "--method", "base", "--eval-revise", "--seed", str(args.seed), "--threads",
              str(args.threads), "--math-max-operand", max_operand, f"--math-ops={ops}", *args.extra]
-    done = out / "results.json"
-    if done.exists():
-        cfg = json.loads((out / "config.json").read_text())
-        if (str(cfg["math_max_operand"]), cfg["math_ops"], cfg["seed"], cfg["method"]) != \
-                (max_operand, ops, args.seed, "base") or not cfg["eval_revise"]:
-            raise SystemExit(f"{out}: holds a run with other settings; remove it or use --runs")
-    else:
-        if out.exists():
-            raise SystemExit(f"{out}: an unfinished run is there; remove it")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        log = out.with_name(out.name + ".log")
-        with open(log, "w") as f:
-            proc = subprocess.run([sys.executable, str(REPO / "train.py"), *flags, "--out", str(out)], stdout=f,
-                                  stderr=subprocess.STDOUT, check=False)
-        if proc.returncode:
-            raise SystemExit(f"{task} failed (exit {proc.returncode}); see {log}")
-    r = json.loads(done.read_text())
+    common.run_train(out, flags, log=out.with_name(out.name + ".log"))
+    r = json.loads((out / "results.json").read_text())
     ev = r["eval"]["eval_base"]
     return {"task": task, "max_operand": int(max_operand), "ops": ops, "model": r["model"],
             "n_questions": ev["n_questions"], "accuracy": ev["avg@k"],
@@ -64,7 +46,7 @@ def main(argv=None) -> dict:
     p.add_argument("extra", nargs="*", help="train.py flags for every run (after --)")
     args = p.parse_args(argv)
     rows = [probe(t, args) for t in args.tasks]
-    report = {"rows": rows, "commit": commit(), "machine": machine(),
+    report = {"rows": rows, "commit": common.commit(), "machine": common.machine(),
               "run_commits": sorted({r["commit"] or "?" for r in rows})}
     lines = [f"The base model ({rows[0]['model']}) on {rows[0]['n_questions']} held-out questions per task, greedy; "
              f"its reviser on its own answers. Runs at commit {', '.join(report['run_commits'])}, written at "

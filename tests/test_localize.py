@@ -1,14 +1,18 @@
-"""Self-localization: per-token scores against the training loss, and the SVG renderer."""
+"""bench/localize.py, self-localization: per-token scores against the training loss, and the SVG renderer."""
 import json
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import torch
 
 import distill
-import localize
 import revise
 import sdzero
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))  # appended: top-level modules come first
+import localize  # noqa: E402
 
 
 def test_token_scores_match_the_phase2_divergence(micro):

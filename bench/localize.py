@@ -7,19 +7,23 @@ flat and low. `token_scores` computes it for any (student, teacher) pair; `rende
 each token shaded by its score (SVG: no dependencies, shows up in a README); the CLI renders a Phase 2
 sample that train.py logged to samples.jsonl:
 
-    python localize.py runs/demo/samples.jsonl --out selfloc.svg            # the last wrong sample
+    python bench/localize.py runs/demo/samples.jsonl --out selfloc.svg      # the last wrong sample
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from html import escape
 from pathlib import Path
 
 import torch
 
-import distill
-import revise
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import distill  # noqa: E402
+import revise  # noqa: E402
 
 
 @torch.no_grad()
