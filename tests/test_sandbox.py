@@ -76,12 +76,10 @@ def _sandbox_processes(info) -> list[str]:
 
 
 def _checked(info, response, task, limits=FAST, isolation=None, **kwargs):
-    """check_code, then the invariants every check keeps: a known reason, nothing left alive, and a return within
-    the candidate's budget that check_code enforces (candidate_time_s + startup_slack_s; the slack added here is
-    for the kill and a loaded machine, not a speed target)."""
-    start = time.monotonic()
+    """check_code, then the invariants every check keeps: a known reason and nothing left alive (the time budget
+    is the code's deadline kill, seen as the reason `timeout` in the tests of hanging programs; no wall clock
+    is asserted here)."""
     verdict = check_code(response, task, limits=limits, isolation=isolation, **kwargs)
-    assert time.monotonic() - start <= limits.candidate_time_s + limits.startup_slack_s + 5
     assert verdict.reason in CODE_REASONS
     assert _sandbox_processes(info) == []
     return verdict
