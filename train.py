@@ -42,12 +42,12 @@ Deliberate deviations from the paper (each a flag where it matters):
     sets them all (README, "Deviations").
 """
 from __future__ import annotations
-from __future__ import annotations
 
 import dataclasses
 import math
 import random
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +130,6 @@ def evaluate_reviser(run: Run, name: str, rows: list, rollouts: list, correct: l
             "r0_corrected": mean(f for f, r in zip(fixed, correct) if r == 0),
             "r1_kept": mean(f for f, r in zip(fixed, correct) if r == 1),
             "accuracy_after_revision": mean(fixed)}
-
 
 
 # ---------------------------------------------------------------------------------------------- Phase 1
@@ -365,7 +364,7 @@ def phase2_train(run: Run, resume_ckpt: dict | None) -> None:
 
 def phase2_step(run: Run, step: int, cursor: EpochCursor, loss_fn: distill.DistillLoss) -> dict:
     """Steps 2a-2c for one batch of N2 questions."""
-    cfg, tok, t0 = run.cfg, run.tok, time.time()
+    cfg, t0 = run.cfg, time.time()
     batch = [run.data["n2"][i] for i in cursor.batch(step, cfg.p2_batch_size, drop_last=True)[1]]
     prompts = [run.prompt_ids(ex) for ex in batch]
     # 2a. One on-policy sample per question.
@@ -373,74 +372,107 @@ def phase2_step(run: Run, step: int, cursor: EpochCursor, loss_fn: distill.Disti
                           [ex.answer for ex in batch], cfg.max_new_tokens, "p2", "phase 2: samples")
     run.count_generations("p2", len(ys))
     t_gen = time.time() - t0
-    # 2b. Teacher inputs; y is cut for both sides when x + 2|y| + |phrase| exceeds the teacher's cap. A sample
-    # whose x + phrase leaves no room for one token of y twice carries no loss (as in the authors' code).
-    student_seqs, teacher_seqs, starts_s, starts_t, lengths, cut, no_room = [], [], [], [], [], 0, set()
-    n_phrase_of = {r: len(revise.phrase_ids(tok, r, cfg.phrase_style)) for r in (0, 1)}
-    for i, (p, y, r) in enumerate(zip(prompts, ys, rs)):
-        y_ids = y.response_ids
-        keep = revise.teacher_y_length(len(p), len(y_ids), n_phrase_of[r], cfg.teacher_max_len)
-        if keep < len(y_ids):
-            cut += 1
-            if keep == 0:
-                no_room.add(i)  # one token stays so the shapes hold; it is never scored
-            y_ids = y_ids[:max(1, keep)]
-        t_ids, t_start = revise.teacher_input_ids(tok, p, y_ids, r, cfg.phrase_style, run.end_ids,
-                                                  cfg.teacher_keep_end)
-        student_seqs.append(p + y_ids)
-        teacher_seqs.append(t_ids)
-        starts_s.append(len(p))
-        starts_t.append(t_start)
-        lengths.append(len(y_ids))
+    # 2b. The teacher's input chat(x) + y' + P_r + y beside the student's x + y.
+    pairs = Phase2Rows.build(run, prompts, ys, rs)
     # Under torchrun each rank scores its share of the batch. Its rows are sorted by length and cut into
     # micro-batches of --p2-micro-batch rows (length bucketing: little padding, bounded activations); every
     # rank runs the same number of them (FSDP2 gathers weights per forward), empty ones with weight 0.
     mine = parallel.my_rows(run.dist, len(ys))
-    scored = [i for i in mine if i not in no_room]
-    micro = micro_batches(sorted(scored, key=lambda i: lengths[i]) if cfg.p2_micro_batch else scored, len(ys),
+    scored = [i for i in mine if i not in pairs.no_room]
+    micro = micro_batches(sorted(scored, key=lambda i: pairs.lengths[i]) if cfg.p2_micro_batch else scored, len(ys),
                           run.dist.world, cfg.p2_micro_batch)
-    shares = parallel.Shares(run.dist, [float(sum(lengths[i] for i in scored))])  # token mean over the batch
+    shares = parallel.Shares(run.dist, [float(sum(pairs.lengths[i] for i in scored))])  # token mean over the batch
     run.student.model.train()
     t_teacher = t_student = loss_sum = 0.0
     kl_of, top_of = {}, {}
     for k, ix in enumerate(micro):
         rows = ix or [0]  # an empty micro-batch runs row 0 with weight 0
         t1 = time.time()
-        target = teacher_target(run, [teacher_seqs[i] for i in rows], [starts_t[i] for i in rows],
-                                [lengths[i] for i in rows], loss_fn)
+        target = teacher_target(run, *pairs.teacher_side(rows), loss_fn)
         t2 = time.time()
         # 2c. Eq. 4 on the student's own tokens; gradients add up over the micro-batches, synced on the last.
         with parallel.grad_sync(run.student.policy, run.dist, k == len(micro) - 1):
-            loss, kl_tok = run.student.policy(eq4_student, [student_seqs[i] for i in rows], [starts_s[i] for i in rows],
-                                              [lengths[i] for i in rows], tok.pad_token_id, target, loss_fn)
-            n_k = float(sum(lengths[i] for i in ix))
+            loss, kl_tok = run.student.policy(eq4_student, *pairs.student_side(rows), run.tok.pad_token_id, target,
+                                              loss_fn)
+            n_k = float(sum(pairs.lengths[i] for i in ix))
             (loss * shares.scale(n_k)).backward()
         t_teacher, t_student = t_teacher + t2 - t1, t_student + time.time() - t2
         loss_sum += loss.item() * n_k
         teacher_argmax = loss_fn.teacher_argmax(target)  # [b, T]: the reviser's choice
         for b, i in enumerate(ix):
-            kl_of[i], top_of[i] = kl_tok[b, :lengths[i]].tolist(), teacher_argmax[b, :lengths[i]].tolist()
+            n = pairs.lengths[i]
+            kl_of[i], top_of[i] = kl_tok[b, :n].tolist(), teacher_argmax[b, :n].tolist()
     value = parallel.all_sum(run.dist, [loss_sum])[0] / max(1.0, shares.total[0])
     lr = run.scheduler.get_last_lr()[0]
     t2 = time.time()
     grad_norm = optimizer_step(run, None, value, "p2", step)
     t_student += time.time() - t2
     kl_seq = parallel.gather(run.dist, len(ys), mine, [mean(kl_of[i]) if kl_of.get(i) else 0.0 for i in mine])
-    dt = time.time() - t0
-    # Per token: the KL and the teacher's most likely token, what the reviser would write (bench/localize.py).
-    for i in mine[:cfg.log_samples]:  # this rank's rows (rank 0 logs)
-        run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question,
-                        "answer": loggable(batch[i].answer), "y": ys[i].text, "r": rs[i],
-                        "tokens": tok.convert_ids_to_tokens(student_seqs[i][starts_s[i]:]),
-                        "kl": [round(v, 5) for v in kl_of.get(i, [])],
-                        "teacher_top": tok.convert_ids_to_tokens(top_of.get(i, []))})
+    log_phase2_samples(run, step, batch, ys, rs, pairs, mine, kl_of, top_of)
+    n_tok, dt = sum(pairs.lengths), time.time() - t0
     return {"phase": "p2", "step": step + 1, "loss": value, "lr": lr, "grad_norm": grad_norm,
             "reward_mean": mean(rs), "kl_r0": mean(v for v, r in zip(kl_seq, rs) if r == 0),
-            "kl_r1": mean(v for v, r in zip(kl_seq, rs) if r == 1), "response_len": sum(lengths) / len(ys),
-            "truncated_share": mean(y.truncated for y in ys), "teacher_cut_share": cut / len(ys),
-            "teacher_no_room_share": len(no_room) / len(ys), "tokens_per_s": sum(lengths) / dt,
+            "kl_r1": mean(v for v, r in zip(kl_seq, rs) if r == 1), "response_len": n_tok / len(ys),
+            "truncated_share": mean(y.truncated for y in ys), "teacher_cut_share": pairs.cut / len(ys),
+            "teacher_no_room_share": len(pairs.no_room) / len(ys), "tokens_per_s": n_tok / dt,
             "sec_generate": t_gen, "sec_teacher": t_teacher, "sec_student": t_student,
             "peak_mem_mib": peak_memory_mib(run.device)}
+
+
+@dataclass
+class Phase2Rows:
+    """One Phase 2 batch as token ids: the student's x + y and the teacher's chat(x) + y' + P_r + y (step
+    2b), where y starts in each, and its length; y is cut for both sides when x + 2|y| + |phrase| exceeds
+    --teacher-max-len, and a sample whose x + phrase leaves no room for one token of y twice carries no loss
+    (no_room; as in the authors' code)."""
+    student: list[list[int]]
+    teacher: list[list[int]]
+    starts_s: list[int]
+    starts_t: list[int]
+    lengths: list[int]
+    cut: int  # samples whose y was cut
+    no_room: set[int]  # samples that carry no loss
+
+    @staticmethod
+    def build(run: Run, prompts: list[list[int]], ys: list, rs: list[int]) -> Phase2Rows:
+        cfg, tok = run.cfg, run.tok
+        rows = Phase2Rows([], [], [], [], [], 0, set())
+        n_phrase_of = {r: len(revise.phrase_ids(tok, r, cfg.phrase_style)) for r in (0, 1)}
+        for i, (p, y, r) in enumerate(zip(prompts, ys, rs)):
+            y_ids = y.response_ids
+            keep = revise.teacher_y_length(len(p), len(y_ids), n_phrase_of[r], cfg.teacher_max_len)
+            if keep < len(y_ids):
+                rows.cut += 1
+                if keep == 0:
+                    rows.no_room.add(i)  # one token stays so the shapes hold; it is never scored
+                y_ids = y_ids[:max(1, keep)]
+            t_ids, t_start = revise.teacher_input_ids(tok, p, y_ids, r, cfg.phrase_style, run.end_ids,
+                                                      cfg.teacher_keep_end)
+            rows.student.append(p + y_ids)
+            rows.teacher.append(t_ids)
+            rows.starts_s.append(len(p))
+            rows.starts_t.append(t_start)
+            rows.lengths.append(len(y_ids))
+        return rows
+
+    def student_side(self, ix: list[int]) -> tuple[list, list, list]:
+        return [self.student[i] for i in ix], [self.starts_s[i] for i in ix], [self.lengths[i] for i in ix]
+
+    def teacher_side(self, ix: list[int]) -> tuple[list, list, list]:
+        return [self.teacher[i] for i in ix], [self.starts_t[i] for i in ix], [self.lengths[i] for i in ix]
+
+
+def log_phase2_samples(run: Run, step: int, batch: list, ys: list, rs: list[int], pairs: Phase2Rows,
+                       mine: list[int], kl_of: dict, top_of: dict) -> None:
+    """samples.jsonl: per token, the KL and the teacher's most likely token, what the reviser would write
+    (bench/localize.py reads them). This rank's rows; rank 0 logs."""
+    tok = run.tok
+    for i in mine[:run.cfg.log_samples]:
+        run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question,
+                        "answer": loggable(batch[i].answer), "y": ys[i].text, "r": rs[i],
+                        "tokens": tok.convert_ids_to_tokens(pairs.student[i][pairs.starts_s[i]:]),
+                        "kl": [round(v, 5) for v in kl_of.get(i, [])],
+                        "teacher_top": tok.convert_ids_to_tokens(top_of.get(i, []))})
 
 
 def teacher_target(run: Run, seqs: list[list[int]], starts: list[int], lengths: list[int],
