@@ -4,7 +4,7 @@
 again and only the missing work runs: a finished run with the same flags is reused, an interrupted one is
 resumed, and a folder holding another command's run is refused, never mixed into a table or overwritten.
 Each run's flags are kept in `<folder>.cmd.json` beside its folder (train.py wants an empty --out).
-`commit()` and `machine()` name the code and the hardware that produced a result.
+`commit()` (run.git_commit) and `machine()` name the code and the hardware that produced a result.
 """
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(REPO / "train.py")]
+# The repository first on sys.path, ahead of bench/ (a bench script's own folder): run.py's `import verify` must
+# find the top-level verify.py, not bench/verify.py.
+if str(REPO) in sys.path:
+    sys.path.remove(str(REPO))
+sys.path.insert(0, str(REPO))
+from run import git_commit as commit  # noqa: E402, F401  (one copy: the commit train.py writes in results.json)
 
 
 def marker_path(out: Path) -> Path:
@@ -72,20 +78,6 @@ def run_train(out: Path, flags: list[str], log: Path | None = None, program: lis
     if not (out / "results.json").exists():
         raise SystemExit(f"{out}: the run exited without writing results.json")
     return out
-
-
-def commit() -> str | None:
-    """The checked-out commit, with -dirty when tracked files differ from it; None where git cannot tell.
-    The same as run.git_commit, which cannot be imported here: with bench/ first on sys.path (a bench script),
-    run's `import verify` would find bench/verify.py."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (sha + ("-dirty" if dirty else "")) or None
 
 
 def machine() -> str:
