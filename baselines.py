@@ -170,7 +170,6 @@ def rft_sample(run: Run) -> None:
     run.state.rft_data, run.state.method_stats = data, stats
 
 
-
 # ---------------------------------------------------------------------------------------------- GRPO
 
 def response_logp(model, seqs, starts, lengths, pad_id: int, temperature: float, chunk: int):

@@ -285,7 +285,6 @@ def check_config(cfg: Config) -> None:
         bad("--beta", "must lie in [0, 1]")
 
 
-
 def check_budget(cfg: Config) -> None:
     """--budget must at least pay for the smallest unit of work of the method; say what that unit costs."""
     if cfg.budget < 0:

@@ -128,8 +128,6 @@ def atomic_replace_dir(tmp: Path, dst: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)  # after an exchange tmp holds the old folder
 
 
-
-
 def _rename_exchange(a: Path, b: Path) -> bool:
     """renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE); False where the OS or libc lacks it."""
     if sys.platform != "linux":
@@ -141,7 +139,6 @@ def _rename_exchange(a: Path, b: Path) -> bool:
         return False
     at_fdcwd, rename_exchange = -100, 2
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
 
 
 def split_stops(tok, spec: str) -> tuple[set[int], list[str] | None]:
@@ -162,7 +159,6 @@ def loggable(answer):
 
 def fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
-
 
 
 def mean(xs) -> float | None:

