@@ -16,6 +16,7 @@ import baselines
 import distill
 import parallel
 import revise
+import teacher_context
 from run import METHOD_STAGES, parse_betas, parse_teacher
 
 REPO = Path(__file__).resolve().parent
@@ -31,8 +32,9 @@ class Config:
     preset: str = knob("demo", "demo (embedded SmolLM2, CPU) | smoke (micro model, seconds) | paper (Qwen3-4B, GPUs) "
                        "| authors (the paper's scale, the authors' code's recipe)")
     method: str = knob("sdzero", "sdzero (Phase 1 + 2) | srt (stop after Phase 1) | p2only (Phase 2 from the base "
-                       "model, no SRT; paper Table 12) | rft | grpo (the paper's baselines, baselines.py) | base "
-                       "(evaluate only)")
+                       "model, no SRT; paper Table 12) | opsd | sdpo (Phase 2 from the base model with the teacher "
+                       "context answer | feedback; teacher_context.py) | rft | grpo (the paper's baselines, "
+                       "baselines.py) | base (evaluate only)")
     budget: int = knob(0, "training generations to spend (initial answers, revisions, rollouts): sizes Phase 2 "
                        "(sdzero), the Phase 1 questions (srt), the questions (rft) or the rollout steps (grpo) so "
                        "methods compare at equal generations; 0 = each method's own flags")
@@ -94,6 +96,9 @@ class Config:
     p2_warmup: int = knob(0, "Phase 2 warmup steps, then constant lr (authors' code: 20)")
     p2_micro_batch: int = knob(0, "Phase 2 rows per forward/backward on each process, sorted by length so "
                                "micro-batches pad little; gradients accumulate (0 = all rows at once)")
+    teacher_context: str = knob("revise", "what the Phase 2 teacher sees beside y: revise (SD-Zero: y' + P_r) | "
+                                "answer (OPSD: the gold answer or a reference solution; = --method opsd) | feedback "
+                                "(SDPO: the verifier's feedback on y; = --method sdpo); teacher_context.py")
     teacher: str = knob("frozen", "frozen (paper default) | sync:N (copy student->teacher every N steps) | ema:R")
     divergence: str = knob("reverse", "reverse KL(S||T) (paper Eq. 4) | forward | mixed (authors' code) | jsd")
     topk: int = knob(64, "support: the top-k tokens, renormalised (paper: 64); 0 = full vocabulary")
@@ -122,6 +127,12 @@ class Config:
     grpo_max_rounds: int = knob(3, "GRPO dynamic sampling: generation rounds per step at most")
     grpo_overlong: int = knob(0, "GRPO: DAPO overlong penalty over the last N tokens before the cap (0 = off)")
     grpo_kl: float = knob(0.0, "GRPO: KL(pi || initial model) coefficient (GRPO 0.04; DAPO 0 = off)")
+    # LoRA (peft; lora.py): every training stage trains an adapter, merged into the weights at the stage's end
+    lora_rank: int = knob(0, "LoRA rank r (0 = full fine-tuning); a frozen Phase 2 teacher is then the model "
+                          "with its adapter switched off, no copy")
+    lora_alpha: float = knob(0.0, "LoRA alpha, the adapter's scale alpha / r (0 = 2 r)")
+    lora_targets: str = knob("all-linear", "LoRA target modules: all-linear (every linear layer but the LM head) | "
+                             "comma-separated module names, e.g. q_proj,k_proj,v_proj,o_proj")
     # optimisation (both phases)
     srt_weight_decay: float = knob(0.0, "AdamW weight decay in Phase 1 and RFT (paper: none given; authors' sft.sh: "
                                    "1e-4)")
@@ -214,6 +225,13 @@ def parse_args(argv=None) -> Config:
     values = dict(PRESETS[preset])
     values.update(TASK_PRESETS.get((preset, given.get("task", "math")), {}))
     values.update(given)  # explicit flags override the preset
+    # --method opsd / sdpo are Phase 2 from the base model with their teacher context, and that context with
+    # --method sdzero or p2only is that method: one name per run in results.json.
+    method, context = values.get("method", "sdzero"), values.get("teacher_context", "revise")
+    if method in teacher_context.METHOD_CONTEXT and "teacher_context" not in given:
+        values["teacher_context"] = teacher_context.METHOD_CONTEXT[method]
+    elif method in ("sdzero", "p2only") and context != "revise":
+        values["method"] = {c: m for m, c in teacher_context.METHOD_CONTEXT.items()}.get(context, method)
     cfg = Config(**values)
     check_config(cfg)
     return cfg
@@ -224,7 +242,7 @@ CHOICES = {
     "task": ("math", "code"), "method": tuple(METHOD_STAGES), "precision": ("auto", "bf16", "fp32"),
     "parallel": parallel.STRATEGIES, "grpo_norm": baselines.NORMS, "srt_loss": ("both", "gen", "rev"),
     "divergence": distill.DIVERGENCES, "support": distill.SUPPORTS, "phrase_style": tuple(revise.CONTROL_PHRASES),
-    "srt_variant": ("joint", "two-stage"),
+    "srt_variant": ("joint", "two-stage"), "teacher_context": teacher_context.TEACHER_CONTEXTS,
 }
 # Counts that must be at least 1.
 POSITIVE = ("rft_samples", "grpo_group", "grpo_batch", "grpo_steps", "grpo_minibatches", "grpo_max_rounds", "n1",
@@ -248,6 +266,17 @@ def check_config(cfg: Config) -> None:
             "clip ranges are 0 <= low < 1 and high >= 0")
     if not 0 <= cfg.grpo_overlong <= cfg.max_new_tokens:
         bad("--grpo-overlong", f"must lie in 0..--max-new-tokens ({cfg.max_new_tokens})")
+    want = teacher_context.METHOD_CONTEXT.get(cfg.method, "revise")
+    if cfg.teacher_context != want and cfg.method in ("opsd", "sdpo", "sdzero", "p2only"):
+        bad("--teacher-context", f"--method {cfg.method} means --teacher-context {want}; {cfg.teacher_context} is --method "
+            + {c: m for m, c in teacher_context.METHOD_CONTEXT.items()}.get(cfg.teacher_context, "sdzero"))
+    if cfg.teacher_context != "revise" and cfg.method not in teacher_context.METHOD_CONTEXT:
+        bad("--teacher-context", f"--method {cfg.method} has no Phase 2 teacher")
+    if cfg.lora_rank < 0 or cfg.lora_alpha < 0:
+        bad("--lora-rank" if cfg.lora_rank < 0 else "--lora-alpha", "must be 0 (off / the default) or more")
+    if cfg.lora_rank and cfg.parallel == "fsdp":
+        bad("--lora-rank", "LoRA runs on one process or under DDP (--parallel ddp); with an adapter the frozen "
+            "base weights fit one GPU, which is what FSDP2 exists to avoid (lora.py)")
     check_budget(cfg)
     parse_teacher(cfg.teacher)
     if not cfg.temperature > 0:  # GRPO divides logits by it; Phase 1's revisions of one y_init would be copies
@@ -292,7 +321,8 @@ def check_budget(cfg: Config) -> None:
     if not cfg.budget or cfg.method == "base":
         return
     per_question = cfg.num_init * (1 + cfg.num_revisions)  # the y_init and their revisions
-    need = {"p2only": (cfg.p2_batch_size, f"one Phase 2 step (--p2-batch-size {cfg.p2_batch_size})"),
+    one_step = (cfg.p2_batch_size, f"one Phase 2 step (--p2-batch-size {cfg.p2_batch_size})")
+    need = {"p2only": one_step, "opsd": one_step, "sdpo": one_step,
             "srt": (per_question, f"one Phase 1 question (--num-init x (1 + --num-revisions) = {per_question})"),
             "rft": (cfg.rft_samples, f"one question's --rft-samples ({cfg.rft_samples})"),
             "grpo": (cfg.grpo_group * cfg.grpo_batch,

@@ -37,6 +37,7 @@ import parallel
 import revise
 import sdzero
 import tasks
+import teacher_context
 import verify
 
 REPO = Path(__file__).resolve().parent
@@ -224,6 +225,8 @@ METHOD_STAGES = {
     "rft": ["eval_base", "rft_sample", "rft_train", "eval_final", "done"],
     "grpo": ["eval_base", "grpo", "eval_final", "done"],
     "p2only": ["eval_base", "p2", "eval_final", "done"],  # teacher = the base model prompted with P_r
+    "opsd": ["eval_base", "p2", "eval_final", "done"],  # Phase 2 from the base model, --teacher-context answer
+    "sdpo": ["eval_base", "p2", "eval_final", "done"],  # ... --teacher-context feedback
     "base": ["eval_base", "done"],
 }
 
@@ -336,6 +339,8 @@ class Run:
                                        eval_dataset=cfg.eval_dataset or None)
         except ValueError as e:  # bad data is the user's input: one clear line, no traceback
             raise SystemExit(str(e)) from None
+        if cfg.teacher_context == "answer":
+            teacher_context.check_references(cfg.task, self.data["n2"], cfg.dataset)
         self._extra_rows = None
         model, self.tok = sdzero.load_model(cfg.model, device=self.device)
         self.end_ids = sdzero.end_of_turn_ids(self.tok, model)  # what generation stops on, stripped from y'
@@ -384,7 +389,13 @@ class Run:
 
     def rollouts(self, prompts: list[list[int]], seeds: list[int], answers: list, max_new_tokens: int,
                  stage: str, desc: str) -> tuple[list[sdzero.Rollout], list[int]]:
-        """Sample one response per prompt and verify it: (rollouts, rewards) in prompt order. Under torchrun
+        """rollout_verdicts with the verdicts as rewards r in {0, 1}."""
+        ys, verdicts = self.rollout_verdicts(prompts, seeds, answers, max_new_tokens, stage, desc)
+        return ys, [int(v.correct) for v in verdicts]
+
+    def rollout_verdicts(self, prompts: list[list[int]], seeds: list[int], answers: list, max_new_tokens: int,
+                         stage: str, desc: str) -> tuple[list[sdzero.Rollout], list[verify.Verdict]]:
+        """Sample one response per prompt and verify it: (rollouts, verdicts) in prompt order. Under torchrun
         each rank samples and verifies its share of the prompts and every rank receives all of them; row i
         samples with seeds[i] wherever it runs, so the result does not depend on the world size. stage (p1,
         p2, baseline, eval) picks the sampling settings: --temperature (--eval-temperature), --STAGE-top-p,
@@ -408,8 +419,8 @@ class Run:
                                  compile=False if d.strategy == "fsdp" else None)
         if p1_stops:  # the stop is cut and the end of turn put in its place
             ys = [sdzero.end_at_stop(self.tok, y, self.p1_stop_ids, stop_strings or [], self.eot_id) for y in ys]
-        rs = verify.rewards([y.text for y in ys], [answers[i] for i in mine], cfg.task)
-        both = parallel.gather(d, len(prompts), mine, list(zip(ys, rs)))
+        vs = verify.verdicts([y.text for y in ys], [answers[i] for i in mine], cfg.task)
+        both = parallel.gather(d, len(prompts), mine, list(zip(ys, vs)))
         return [y for y, _ in both], [r for _, r in both]
 
     def sampling_model(self):
@@ -638,7 +649,7 @@ def print_table(results: dict) -> None:
     ev = results["eval"]
     k = ev["eval_base"]["k"]
     final = {"sdzero": "after Phase 2 (SD-Zero)", "rft": "after RFT", "grpo": "after GRPO",
-             "p2only": "after Phase 2, no SRT"}.get(results["method"])
+             "p2only": "after Phase 2, no SRT", "opsd": "after OPSD", "sdpo": "after SDPO"}.get(results["method"])
     stages = (("eval_base", "base", "base"), ("eval_srt", "after Phase 1 (SRT)", "SRT"),
               ("eval_final", final, results["method"]))
     print(f"\n{'model':<24}{'avg@' + str(k):>10}{'pass@' + str(k):>10}{'length':>9}")

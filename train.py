@@ -60,6 +60,7 @@ import parallel
 import revise
 import sdzero
 import tasks
+import teacher_context
 from run import (EpochCursor, Run, derive_seed, final_stage, fmt, git_commit, loggable, mean, method_stages,
                  optimizer_step, parse_teacher, peak_memory_mib, prepare_out, print_table, save_model, train_loop,
                  write_results)
@@ -367,13 +368,14 @@ def phase2_step(run: Run, step: int, cursor: EpochCursor, loss_fn: distill.Disti
     cfg, t0 = run.cfg, time.time()
     batch = [run.data["n2"][i] for i in cursor.batch(step, cfg.p2_batch_size, drop_last=True)[1]]
     prompts = [run.prompt_ids(ex) for ex in batch]
-    # 2a. One on-policy sample per question.
-    ys, rs = run.rollouts(prompts, [derive_seed(cfg.seed, "p2", step, i) for i in range(len(batch))],
-                          [ex.answer for ex in batch], cfg.max_new_tokens, "p2", "phase 2: samples")
+    # 2a. One on-policy sample per question, and its verdict.
+    ys, verdicts = run.rollout_verdicts(prompts, [derive_seed(cfg.seed, "p2", step, i) for i in range(len(batch))],
+                                        [ex.answer for ex in batch], cfg.max_new_tokens, "p2", "phase 2: samples")
+    rs = [int(v.correct) for v in verdicts]
     run.count_generations("p2", len(ys))
     t_gen = time.time() - t0
-    # 2b. The teacher's input chat(x) + y' + P_r + y beside the student's x + y.
-    pairs = Phase2Rows.build(run, prompts, ys, rs)
+    # 2b. The teacher's input chat(x) + y' + P_r + y (or --teacher-context's) beside the student's x + y.
+    pairs = Phase2Rows.build(run, batch, prompts, ys, verdicts)
     # Under torchrun each rank scores its share of the batch. Its rows are sorted by length and cut into
     # micro-batches of --p2-micro-batch rows (length bucketing: little padding, bounded activations); every
     # rank runs the same number of them (FSDP2 gathers weights per forward), empty ones with weight 0.
@@ -421,10 +423,10 @@ def phase2_step(run: Run, step: int, cursor: EpochCursor, loss_fn: distill.Disti
 
 @dataclass
 class Phase2Rows:
-    """One Phase 2 batch as token ids: the student's x + y and the teacher's chat(x) + y' + P_r + y (step
-    2b), where y starts in each, and its length; y is cut for both sides when x + 2|y| + |phrase| exceeds
-    --teacher-max-len, and a sample whose x + phrase leaves no room for one token of y twice carries no loss
-    (no_room; as in the authors' code)."""
+    """One Phase 2 batch as token ids: the student's x + y and the teacher's chat(x) + y' + P_r + y (step 2b;
+    another context with --teacher-context), where y starts in each, and its length; y is cut for both sides
+    when the teacher's input would exceed --teacher-max-len, and a sample whose teacher context leaves no room
+    for one token of y carries no loss (no_room; as in the authors' code)."""
     student: list[list[int]]
     teacher: list[list[int]]
     starts_s: list[int]
@@ -434,20 +436,20 @@ class Phase2Rows:
     no_room: set[int]  # samples that carry no loss
 
     @staticmethod
-    def build(run: Run, prompts: list[list[int]], ys: list, rs: list[int]) -> Phase2Rows:
-        cfg, tok = run.cfg, run.tok
+    def build(run: Run, batch: list, prompts: list[list[int]], ys: list, verdicts: list) -> Phase2Rows:
+        cfg, context = run.cfg, run.cfg.teacher_context
         rows = Phase2Rows([], [], [], [], [], 0, set())
-        n_phrase_of = {r: len(revise.phrase_ids(tok, r, cfg.phrase_style)) for r in (0, 1)}
-        for i, (p, y, r) in enumerate(zip(prompts, ys, rs)):
+        for i, (ex, p, y, v) in enumerate(zip(batch, prompts, ys, verdicts)):
+            t_ids, t_start, keep = teacher_context.teacher_input(
+                context, run.tok, p, run.prompt_messages(ex), y.response_ids, int(v.correct), cfg.teacher_max_len,
+                hint_text=teacher_context.hint(context, cfg.task, ex, v), style=cfg.phrase_style,
+                end_ids=run.end_ids, keep_end=cfg.teacher_keep_end)
             y_ids = y.response_ids
-            keep = revise.teacher_y_length(len(p), len(y_ids), n_phrase_of[r], cfg.teacher_max_len)
             if keep < len(y_ids):
                 rows.cut += 1
                 if keep == 0:
                     rows.no_room.add(i)  # one token stays so the shapes hold; it is never scored
                 y_ids = y_ids[:max(1, keep)]
-            t_ids, t_start = revise.teacher_input_ids(tok, p, y_ids, r, cfg.phrase_style, run.end_ids,
-                                                      cfg.teacher_keep_end)
             rows.student.append(p + y_ids)
             rows.teacher.append(t_ids)
             rows.starts_s.append(len(p))

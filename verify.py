@@ -82,7 +82,7 @@ from verifiers.sandbox import check_code, task_problem
 from verifiers.verdict import CODE_REASONS, REASONS, Verdict
 
 __all__ = ["CODE_REASONS", "HARD_TIME_LIMIT_S", "REASONS", "Verdict", "check_code", "check_math", "extract_answer",
-           "rewards", "task_problem"]
+           "rewards", "task_problem", "verdicts"]
 
 HARD_TIME_LIMIT_S = 4.5  # wall-clock limit of one check_math call, a worker's start and wait included: then `timeout`
 
@@ -146,9 +146,14 @@ def check_math(response: str, gold: str) -> Verdict:
         return Verdict(False, "parse_error", extracted)
 
 
-def rewards(responses: list[str], answers: list, task: str) -> list[int]:
-    """r(y, a) in {0, 1} for each response: math answers through check_math; code tasks (dicts) through the
-    sandbox, all candidates of the batch at once on a pool sized to the cores."""
+def verdicts(responses: list[str], answers: list, task: str) -> list[Verdict]:
+    """The verdict on each response: math answers through check_math; code tasks (dicts) through the sandbox,
+    all candidates of the batch at once on a pool sized to the cores."""
     if task == "code":
-        return [int(v.correct) for v in sandbox.check_code_batch(responses, answers)]
-    return [int(check_math(y, a).correct) for y, a in zip(responses, answers)]
+        return list(sandbox.check_code_batch(responses, answers))
+    return [check_math(y, a) for y, a in zip(responses, answers)]
+
+
+def rewards(responses: list[str], answers: list, task: str) -> list[int]:
+    """r(y, a) in {0, 1} for each response (verdicts' correct)."""
+    return [int(v.correct) for v in verdicts(responses, answers, task)]

@@ -162,7 +162,10 @@ def _humaneval(row):
         task = humaneval_task(_text(row, "test"), entry_point, prompt)  # the prompt: the tests' trusted helpers
     except (SyntaxError, StopIteration, ValueError):
         raise Skip("malformed_test") from None
-    return humaneval_question(prompt), task, {"task_id": _get(row, "task_id"), "entry_point": entry_point}
+    meta = {"task_id": _get(row, "task_id"), "entry_point": entry_point}
+    if str(row.get("canonical_solution") or "").strip():  # OPSD's reference solution (teacher_context.py)
+        meta["reference"] = prompt + row["canonical_solution"]
+    return humaneval_question(prompt), task, meta
 
 
 def _mbpp(row):
@@ -188,7 +191,10 @@ def _mbpp(row):
     statement = f"{text}\nYour code should pass these tests:\n\n{shown}"
     task = {"kind": "assert", "entry_point": entry_point,
             "tests": [f"{setup}\n{t}" if setup else str(t) for t in tests]}
-    return code_question(statement, "call"), task, {"task_id": _get(row, "task_id")}
+    meta = {"task_id": _get(row, "task_id")}
+    if str(row.get("code") or "").strip():  # OPSD's reference solution (teacher_context.py)
+        meta["reference"] = str(row["code"])
+    return code_question(statement, "call"), task, meta
 
 
 # LiveCodeBench stores private tests as base64(zlib(pickle(json string))). Unpickling runs arbitrary code,

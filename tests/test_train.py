@@ -498,13 +498,12 @@ def test_code_task_runs_both_phases(tmp_path, monkeypatch, capsys):
     model only knows arithmetic, so none of its answers compiles (all real rewards are 0, asserted); to drive
     both phases the test then marks a fixed third of them correct. The verdicts themselves are tested in
     tests/test_sandbox.py; the code demo on SmolLM2 is the real measurement (README)."""
-    real, calls = verify.rewards, []
+    real, calls = verify.verdicts, []
 
-    def rewards(responses, answers, task):
-        verdicts = real(responses, answers, task)
-        calls.append((task, verdicts, [type(a) for a in answers]))
-        return [int(len(y) % 3 == 0) for y in responses]
-    monkeypatch.setattr(verify, "rewards", rewards)
+    def verdicts(responses, answers, task):
+        calls.append((task, [v.correct for v in real(responses, answers, task)], [type(a) for a in answers]))
+        return [verify.Verdict(len(y) % 3 == 0, "correct" if len(y) % 3 == 0 else "mismatch") for y in responses]
+    monkeypatch.setattr(verify, "verdicts", verdicts)
     out = tmp_path / "run"
     results = train.main(["--task", "code", "--preset", "smoke", "--out", str(out),
                           "--eval-extra", "humaneval", "--eval-extra-n", "3", "--eval-extra-tokens", "8"])

@@ -1,7 +1,7 @@
 """The verdict every verifier returns, and the reasons it can give: apart, so that no verifier imports verify.py."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 REASONS = ("correct", "no_answer", "mismatch", "parse_error", "timeout")  # check_math's (see verify.py)
 CODE_REASONS = REASONS + ("runtime_error", "bad_task", "sandbox_error")  # check_code's (see verifiers/sandbox.py)
@@ -12,3 +12,7 @@ class Verdict:
     correct: bool
     reason: str  # one of REASONS (math) or CODE_REASONS (code)
     extracted: str | None = None  # the answer (math) or the program (code) that was checked, if any
+    # The code verifier's description of the first failing test (input, expected, actual or error), for
+    # feedback (SDPO's teacher prompt); None when there is none. It holds expected values, so it never goes to
+    # the candidate's sandbox. Not compared: two verdicts with the same reason are equal.
+    detail: str | None = field(default=None, compare=False)
