@@ -1,14 +1,17 @@
 """The paper's table in miniature: base, SRT, SD-Zero, RFT and GRPO on the embedded math task with the demo
 model, several seeds, every trained method at the same generation budget (train.py --budget).
 
-    python bench/paper_table.py                        # 5 methods x 3 seeds, ~2 h on a 2-core CPU
+    python bench/paper_table.py                        # 7 methods x 3 seeds, ~3 h on a 2-core CPU
     python bench/paper_table.py --methods sdzero rft --seeds 0 -- --p2-lr 1e-5   # extra train.py flags after --
+    python bench/paper_table.py --methods opsd sdpo --keep-rows results/table.json  # add rows to a table
 
 Each run is `train.py --task math --method M --seed S --budget B` in <runs>/<M>-s<S>; finished runs are reused
 (only when their command was the same) and interrupted ones resumed. Writes results/table.json, table.md and
 table.png (held-out accuracy against training generations) and prints one JSON line.
 The paper's numbers (Qwen3-4B-Instruct-2507, 8-benchmark average, sdzero-spec.md) are printed beside ours:
-they are a different model and benchmark, so compare orderings and gains, not levels.
+they are a different model and benchmark, so compare orderings and gains, not levels (OPSD and SDPO are not
+in the SD-Zero paper). --keep-rows keeps an earlier table's rows of the methods not run now, with their
+commits, so a table can grow by a method without rerunning the others.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ from pathlib import Path
 import common  # bench/ is sys.path[0] when a bench script runs (tests put it on sys.path)
 
 REPO = common.REPO
-METHODS = ["base", "srt", "sdzero", "rft", "grpo"]
-LABEL = {"base": "base", "srt": "SRT (Phase 1 only)", "sdzero": "SD-Zero", "rft": "RFT", "grpo": "GRPO"}
+METHODS = ["base", "srt", "sdzero", "opsd", "sdpo", "rft", "grpo"]
+LABEL = {"base": "base", "srt": "SRT (Phase 1 only)", "sdzero": "SD-Zero", "opsd": "OPSD (teacher sees the answer)",
+         "sdpo": "SDPO-style (teacher sees the feedback)", "rft": "RFT", "grpo": "GRPO"}
 PAPER = {"base": 49.8, "rft": 54.3, "grpo": 53.1, "srt": 57.6, "sdzero": 60.3}  # Qwen3-4B, 8-benchmark avg@8
 
 
@@ -108,7 +112,7 @@ def markdown(table: dict) -> str:
         se = "" if s["final_se"] is None else f" ± {s['final_se']:.3f}"
         gse = "" if s["gain_points_se"] is None else f" ± {s['gain_points_se']:.1f}"
         lines.append(f"| {LABEL[method]} | {s['seeds']} | {s['final_mean']:.3f}{se} | {s['gain_points']:+.1f}{gse} | "
-                     f"{s['generations_mean']:.0f} | {s['seconds_mean']:.0f} | {PAPER[method]} |")
+                     f"{s['generations_mean']:.0f} | {s['seconds_mean']:.0f} | {PAPER.get(method, '-')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -136,6 +140,18 @@ def plot(table: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def kept_rows(path: Path, args) -> list[dict]:
+    """The rows of an earlier table whose methods are not run now; refused unless its budget, seeds and extra
+    flags are this table's (rows at another budget do not compare)."""
+    old = json.loads(path.read_text())
+    same = {"budget": args.budget, "seeds": args.seeds, "extra_args": args.extra}
+    differ = {k: (old.get(k), v) for k, v in same.items() if old.get(k) != v}
+    if differ:
+        raise SystemExit(f"--keep-rows {path}: its table differs from this one in " + ", ".join(
+            f"{k} ({a!r} there, {b!r} here)" for k, (a, b) in differ.items()))
+    return [r for r in old["rows"] if r["method"] not in args.methods]
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
@@ -146,14 +162,17 @@ def main(argv=None) -> dict:
     p.add_argument("--runs", default="runs/table", help="parent folder of the run folders")
     p.add_argument("--results", default=str(REPO / "results"), help="where table.json, .md and .png go")
     p.add_argument("--prefix", default="table", help="file name stem of the outputs")
+    p.add_argument("--keep-rows", default="", help="an earlier table.json: its rows of methods not in --methods "
+                   "stay in the table (same budget and seeds required)")
     p.add_argument("extra", nargs="*", help="train.py flags for every run (after --)")
     args = p.parse_args(argv)
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    kept = kept_rows(Path(args.keep_rows), args) if args.keep_rows else []  # checked before any run starts
     code = common.commit()
     t0 = time.time()
     # Longest first, so the pool does not end on one long run.
     order = sorted(((m, s) for s in args.seeds for m in args.methods),
-                   key=lambda ms: (["sdzero", "grpo", "srt", "rft", "base"].index(ms[0]), ms[1]))
+                   key=lambda ms: (["sdzero", "opsd", "sdpo", "grpo", "srt", "rft", "base"].index(ms[0]), ms[1]))
     with ThreadPoolExecutor(args.jobs) as pool:
         outs = dict(zip(order, pool.map(lambda ms: run_one(*ms, args, args.extra), order)))
     rows = []
@@ -164,6 +183,8 @@ def main(argv=None) -> dict:
                      "seconds": r["seconds"], "srt_accuracy": r["srt_accuracy"],
                      "generations_by": r["generations_by"], "commit": r["commit"], "curve": curve(r),
                      "diagnostics": diagnostics(out, r)})
+    if kept:
+        rows = sorted(kept + rows, key=lambda r: (METHODS.index(r["method"]), r["seed"]))
     budget_ok = all(abs(r["generations"] - args.budget) <= 0.1 * args.budget for r in rows if r["method"] != "base")
     ev = json.loads((outs[order[0]] / "results.json").read_text())["eval"]["eval_base"]
     table = {"rows": rows, "summary": summarise(rows), "budget": args.budget, "budget_within_10pct": budget_ok,

@@ -37,13 +37,14 @@ ev = {"avg@k": 0.5, "n_questions": 4, "response_len": 9.0}
 if "--eval-revise" in argv:
     ev["revise"] = {"r0_corrected": 0.5, "n_r0": 2, "r1_kept": 1.0, "n_r1": 2, "accuracy_after_revision": 0.75}
 evals = {"eval_base": ev}
-final = {"base": 0.5, "srt": 0.6, "sdzero": 0.7, "rft": 0.55, "grpo": 0.52, "p2only": 0.58}[method] + 0.01 * seed
+final = {"base": 0.5, "srt": 0.6, "sdzero": 0.7, "rft": 0.55, "grpo": 0.52, "p2only": 0.58, "opsd": 0.62,
+         "sdpo": 0.64}[method] + 0.01 * seed
 if srt:
     evals["eval_srt"] = dict(ev, **{"avg@k": 0.6})
 if method != "base":
     evals["eval_final"] = dict(ev, **{"avg@k": final})
 rows = [{"phase": "p2", "kl_r0": 0.2, "kl_r1": 0.1, "response_len": 9.0, "reward_mean": 0.5}] * 6 \
-    if method in ("sdzero", "p2only") else []
+    if method in ("sdzero", "p2only", "opsd", "sdpo") else []
 rows += [{"phase": "grpo", "loss": 0.1, "reward_mean": 0.5, "groups_kept": 2}] * 3 if method == "grpo" else []
 (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 (out / "results.json").write_text(json.dumps({
@@ -92,6 +93,26 @@ def test_paper_table_runs_reuses_and_refuses(tmp_path, fake_train):
     with pytest.raises(SystemExit, match=f"{runs / 'rft-s0'}: holds a run of another command"):
         paper_table.main(["--methods", "rft", "--seeds", "0", "--budget", "60", "--threads", "1", "--runs", str(runs),
                           "--results", str(results)])
+
+
+def test_paper_table_keeps_an_earlier_tables_rows(tmp_path, fake_train):
+    """--keep-rows: the new methods' runs join an earlier table's other rows (their commits kept); a table of
+    another budget is refused."""
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    common_args = ["--seeds", "0", "--budget", "80", "--threads", "1", "--runs", str(runs), "--results", str(results)]
+    paper_table.main(["--methods", "base", "rft", *common_args])
+    first = json.loads((results / "table.json").read_text())
+    (tmp_path / "old.json").write_text(json.dumps(first))
+    table = paper_table.main(["--methods", "opsd", "sdpo", "rft", "--keep-rows", str(tmp_path / "old.json"),
+                              *common_args])
+    assert [r["method"] for r in table["rows"]] == ["base", "opsd", "sdpo", "rft"]
+    assert table["rows"][0] == first["rows"][0]  # kept as it was
+    md = (results / "table.md").read_text()
+    assert "| OPSD (teacher sees the answer) | 1 | 0.620 | +12.0 | 80 | 1 | - |" in md
+    assert "| SDPO-style (teacher sees the feedback) | 1 | 0.640 |" in md
+    with pytest.raises(SystemExit, match=r"--keep-rows .*budget \(80 there, 60 here\)"):
+        paper_table.main(["--methods", "opsd", "--keep-rows", str(tmp_path / "old.json"), *common_args[:2],
+                          "--budget", "60", *common_args[4:]])
 
 
 def test_ablations_change_one_flag_against_the_tables_run(tmp_path, fake_train):
