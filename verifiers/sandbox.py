@@ -25,6 +25,17 @@ parse); `timeout` (a per-test or per-candidate wall-clock limit, the CPU rlimit,
 plain data or cannot be read, or results missing); `sandbox_error` (the sandbox itself could not be set up:
 never the candidate's doing, logged). Nothing a candidate does makes the parent raise or log a traceback.
 
+Feedback: a verdict that is not correct because of what the program did carries `detail`, short plain text
+saying what went wrong on the FIRST failing test, for SDPO's teacher prompt (teacher_context.feedback): for a
+stdio test its input, the expected and the actual output, or the exit status and the last line of stderr, or
+that it ran out of time; for a call or parsed assert the call, the expected value and the value returned, or
+the exception raised ("ValueError: message"); for a raw assert its source (or, when long, the line where it
+failed); for a program that fails before any test, why. It therefore holds EXPECTED VALUES: it is for the
+trainer, and never goes to the candidate or its sandbox. Every value it quotes is cut to DETAIL_VALUE_CHARS
+(with the count of the rest) and escaped where not printable, the whole to DETAIL_CHARS; the exception
+messages the sandbox reports (candidate text) are only ever quoted. correct, no_answer, bad_task,
+sandbox_error and a timeout of the batch's budget have none (None).
+
 How a candidate runs. The parent (`sandbox_runner.run_sandbox`) writes a spec (the program, limits, the
 harness source) and, for call and assert tasks, a job (entry point, setup, tests, time limit) to two unnamed
 temporary files and starts `python -I -S -B -X utf8 -c BOOT` in a new session, with a scrubbed environment,
@@ -139,6 +150,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from verifiers.sandbox_child import _encode
+from verifiers import sandbox_feedback as fb
 from verifiers.sandbox_runner import Isolation, Limits, Run, Setup, run_sandbox, sandbox_info, setup_for
 from verifiers.verdict import CODE_REASONS, Verdict
 
@@ -385,27 +397,34 @@ def stdio_equal(got: str, want: str, float_tol: float = DEFAULT_FLOAT_TOL) -> bo
 # Verdicts
 
 
-def _stdio_verdict(run: Run, want: str, tol: float, program: str) -> Verdict:
+def _stdio_verdict(run: Run, want: str, tol: float, program: str, stdin: str = "", index: int = 0) -> Verdict:
+    """The verdict of test `index` (0-based) of a stdio task, whose input was `stdin`."""
     if run.setup is None:
         return Verdict(False, "timeout" if run.timed_out else "sandbox_error", program)
+    n = index + 1
     if run.timed_out or run.signal() == signal.SIGXCPU:
-        return Verdict(False, "timeout", program)
+        return Verdict(False, "timeout", program,
+                       fb.detail(lambda: f"Test {n}: the program ran out of time.\nInput:\n{fb.block(stdin)}"))
     if run.returncode != 0:  # also after a correct output: a crash at exit is still a crash
-        return Verdict(False, "runtime_error", program)
-    ok = stdio_equal(run.stdout.decode("utf-8", "replace"), want, tol)
-    return Verdict(ok, "correct" if ok else "mismatch", program)
+        return Verdict(False, "runtime_error", program, fb.detail(fb.exit_detail, n, run, stdin))
+    got = run.stdout.decode("utf-8", "replace")
+    if stdio_equal(got, want, tol):
+        return Verdict(True, "correct", program)
+    return Verdict(False, "mismatch", program, fb.detail(
+        lambda: f"Test {n} failed.\nInput:\n{fb.block(stdin)}\nExpected output:\n{fb.block(want)}\n"
+                f"Actual output:\n{fb.block(got)}"))
 
 
 def _check_stdio(program: str, plan: _Plan, limits: Limits, setup: Setup, deadline: float, fail_fast: bool) -> Verdict:
     first_failure = None
     end = min(deadline, time.monotonic() + limits.candidate_time_s + limits.startup_slack_s)
-    for stdin, want in plan.tests:
+    for index, (stdin, want) in enumerate(plan.tests):
         if time.monotonic() >= end:
             return first_failure or Verdict(False, "timeout", program)
         test_deadline = min(end, time.monotonic() + limits.time_limit_s + limits.startup_slack_s)
         run = run_sandbox({"mode": "stdio", "program": program}, None, stdin.encode("utf-8", "replace"), limits, setup,
                           test_deadline)
-        verdict = _stdio_verdict(run, want, plan.float_tol, program)
+        verdict = _budget_cut(_stdio_verdict(run, want, plan.float_tol, program, stdin, index), deadline)
         if not verdict.correct:
             if fail_fast:
                 return verdict
@@ -443,15 +462,21 @@ def _tests_verdict(run: Run, plan: _Plan, program: str) -> Verdict:
     by_index = {index: (status, payload) for index, status, payload in run.lines}
     load = by_index.get("load")
     if load is None:
-        return Verdict(False, cut_short, program)
+        return Verdict(False, cut_short, program, fb.detail(fb.load_detail, "timeout", "null")
+                       if cut_short == "timeout" else None)
     if load[0] != "ok":
-        return Verdict(False, {"syntax": "parse_error", "timeout": "timeout"}.get(load[0], "runtime_error"), program)
+        return Verdict(False, {"syntax": "parse_error", "timeout": "timeout"}.get(load[0], "runtime_error"), program,
+                       fb.detail(fb.load_detail, *load[:2]))
     for i, test in enumerate(plan.tests):
-        if str(i) not in by_index:
-            return Verdict(False, cut_short, program)
-        outcome = _test_outcome(test, *by_index[str(i)], plan.float_tol)
+        if str(i) not in by_index:  # cut short while it ran: a timeout is this test's
+            timed_out = cut_short == "timeout"
+            return Verdict(False, cut_short, program, fb.detail(
+                fb.test_detail, i + 1, test, plan.entry_point, "timeout", "null", "timeout") if timed_out else None)
+        status, payload = by_index[str(i)]
+        outcome = _test_outcome(test, status, payload, plan.float_tol)
         if outcome != "correct":
-            return Verdict(False, outcome, program)
+            return Verdict(False, outcome, program,
+                           fb.detail(fb.test_detail, i + 1, test, plan.entry_point, status, payload, outcome))
     if "done" not in by_index or run.returncode != 0:
         return Verdict(False, cut_short, program)
     return Verdict(True, "correct", program)
@@ -463,18 +488,27 @@ def _check_tests(program: str, plan: _Plan, limits: Limits, setup: Setup, deadli
     budget = min(limits.candidate_time_s, limits.time_limit_s * (len(plan.tests) + 1)) + limits.startup_slack_s
     run = run_sandbox({"mode": "tests", "program": program}, job, b"", limits, setup,
                       min(deadline, time.monotonic() + budget))
-    return _tests_verdict(run, plan, program)
+    return _budget_cut(_tests_verdict(run, plan, program), deadline)
 
 
-def _program_problem(program: str) -> str | None:
+def _budget_cut(verdict: Verdict, deadline: float) -> Verdict:
+    """Once the batch's budget has passed, a timeout is the budget's, not the program's, and so may be a runtime
+    error (the kill ends the candidate before the tester, which reports it gone): neither has a detail."""
+    if verdict.reason in ("timeout", "runtime_error") and verdict.detail is not None and time.monotonic() >= deadline:
+        return Verdict(False, verdict.reason, verdict.extracted)
+    return verdict
+
+
+def _program_problem(program: str) -> tuple[str, str | None] | None:
+    """(reason, detail) when the program is empty, too long or does not compile here; None otherwise."""
     if not program.strip():
-        return "no_answer"
+        return "no_answer", None
     if len(program) > MAX_PROGRAM_CHARS:
-        return "parse_error"
+        return "parse_error", f"The program is longer than {MAX_PROGRAM_CHARS} characters."
     try:
         compile(program, "<candidate>", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError, UnicodeError, MemoryError, RecursionError, OverflowError):
-        return "parse_error"
+    except (SyntaxError, ValueError, UnicodeError, MemoryError, RecursionError, OverflowError) as e:
+        return "parse_error", fb.detail(fb.compile_detail, e)
     return None
 
 
@@ -527,7 +561,8 @@ def _check(response, task, limits: Limits, isolation: Isolation, fail_fast: bool
     program = extract_program(response)
     problem = _program_problem(program)
     if problem:
-        return Verdict(False, problem, program if problem != "no_answer" else None)
+        reason, why = problem
+        return Verdict(False, reason, program if reason != "no_answer" else None, why)
     key = _cache_key(program, task, limits, isolation)
     cached = _CACHE.get(key) if key is not None else None
     if cached is not None:

@@ -330,15 +330,17 @@ def _child_tester(program, iso, libc, root, info, results_fd, job_fd):
         os._exit(0)
     entry = _child_entry(ask, ep)
     for i, test in enumerate(job["tests"]):
+        source = None  # a raw test's file name: its failures say which of its lines they went through
         if "code" in test:
-            run = lambda src=test["code"], name=f"<test {i}>": _child_raw_test(src, name, setup, ep, entry, ask)
+            source = f"<test {i}>"
+            run = lambda src=test["code"], name=source: _child_raw_test(src, name, setup, ep, entry, ask)
         else:
             if "args" in test:
                 args, kwargs = json.loads(test["args"]), json.loads(test["kwargs"])
             else:
                 args, kwargs = ast.literal_eval(test["args_literal"]), ast.literal_eval(test["kwargs_literal"])
             run = lambda a=args, k=kwargs: _encode(entry(*a, **k))
-        status, value = _child_attempt(run, limit)
+        status, value = _child_attempt(run, limit, source)
         report(i, status, json.dumps(value))
         if status == "timeout" or (status != "ok" and job["fail_fast"]):
             os._exit(0)  # after a timeout D is still busy with that call
@@ -351,7 +353,8 @@ def _child_loaded(message):
         return None
     if message == ["load", "syntax"]:
         raise SyntaxError("the program does not compile in the sandbox")
-    raise RuntimeError("the program failed to load")
+    ok = type(message) is list and len(message) == 3 and message[:2] == ["load", "error"] and type(message[2]) is str
+    raise _ChildFailure(message[2][:_CHILD_TEXT_CHARS] if ok else "")  # D's "Name: message": only ever text
 
 
 def _child_raw_test(src, name, setup, ep, entry, ask):
@@ -464,8 +467,16 @@ def _child_gone(pid):
     return EOFError("the candidate's process ended")
 
 
+class _ChildFailure(RuntimeError):
+    """A failure of the candidate's that T knows only as text ("Name: message"): an exception of a class that is
+    not a builtin one, or the program's exception at load time. A RuntimeError, as tests see it."""
+
+
+_CHILD_TEXT_CHARS = 200  # an exception's message in a result line's payload
+
+
 def _child_exception(name, message):
-    """The exception D reported, raised in T: the builtin Exception of that name, else RuntimeError (never a
+    """The exception D reported, raised in T: the builtin Exception of that name, else a _ChildFailure (never a
     BaseException such as KeyboardInterrupt, which T uses for its own timer)."""
     cls = vars(builtins).get(name)
     if type(cls) is type and issubclass(cls, Exception):
@@ -473,25 +484,58 @@ def _child_exception(name, message):
             return cls(message)
         except Exception:  # noqa: BLE001 (an exception class that wants other arguments)
             pass
-    return RuntimeError(f"{name}: {message}")
+    return _ChildFailure(f"{name}: {message}" if message else name)
 
 
-def _child_attempt(call, limit, _setitimer=signal.setitimer, _real=signal.ITIMER_REAL):
-    """(status, value): ok / fail (AssertionError) / timeout (SIGALRM) / syntax / error (exception type name)."""
+def _child_error_text(e):
+    """"Name: message" for an exception (the message cut to _CHILD_TEXT_CHARS), the name alone when it has no
+    message or str() fails. In D, str() is the candidate's code: whatever it gives is only ever text."""
+    if type(e) is _ChildFailure:
+        try:
+            return str(e)[:_CHILD_TEXT_CHARS]
+        except BaseException:  # noqa: BLE001
+            return ""
+    name = type(e).__name__
+    name = name[:100] if type(name) is str else "Exception"
+    try:
+        message = str(e)
+    except BaseException:  # noqa: BLE001 (a __str__ that raises)
+        message = ""
+    return f"{name}: {message[:_CHILD_TEXT_CHARS]}" if type(message) is str and message else name
+
+
+def _child_line_in(e, source):
+    """The last line of the code compiled as `source` that the exception's traceback went through, or None."""
+    line, tb = None, e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == source:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _child_attempt(call, limit, source=None, _setitimer=signal.setitimer, _real=signal.ITIMER_REAL):
+    """(status, value): ok (the call's value) / fail (AssertionError) / timeout (SIGALRM) / syntax / error (any
+    other exception). On a failure the value is the exception's text (_child_error_text; None for a timeout),
+    or, for a raw test (`source`: the file name its code was compiled with), [text, line]: the line of the
+    test's source where it failed (None when the traceback never went through it)."""
     try:
         _setitimer(_real, limit)
         try:
             value = call()
         finally:
             _setitimer(_real, 0)
-    except AssertionError:
-        return "fail", None
-    except KeyboardInterrupt:
-        return "timeout", None
-    except SyntaxError:
-        return "syntax", None
     except BaseException as e:  # noqa: BLE001 (SystemExit too: exiting is not passing)
-        return "error", type(e).__name__
+        if isinstance(e, AssertionError):
+            status = "fail"
+        elif isinstance(e, KeyboardInterrupt):
+            status = "timeout"
+        elif isinstance(e, SyntaxError):
+            status = "syntax"
+        else:
+            status = "error"
+        text = None if status == "timeout" else _child_error_text(e)
+        return status, text if source is None else [text, _child_line_in(e, source)]
     return "ok", value
 
 
@@ -519,7 +563,7 @@ def _child_candidate(program, req_fd, rep_fd, info, cap):
     except SyntaxError:
         loaded = ["load", "syntax"]
     except BaseException as e:  # noqa: BLE001
-        loaded = ["load", "error", type(e).__name__]
+        loaded = ["load", "error", _child_error_text(e)]
     read = _child_reader(req_fd, cap)
     while True:
         if os.getpid() != pid:  # a forked copy of the candidate never answers
