@@ -14,7 +14,6 @@ uninterrupted one bit for bit (tests/test_train.py).
 from __future__ import annotations
 
 import copy
-import ctypes
 import dataclasses
 import hashlib
 import json
@@ -24,7 +23,6 @@ import random
 import resource
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,8 @@ import torch
 from tqdm import tqdm
 
 import data
+import lora
+from atomic import atomic_replace_dir, atomic_torch_save, atomic_write_text
 import parallel
 import revise
 import sdzero
@@ -68,78 +68,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temporary file, fsync, rename: a crash leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """The same for a text file (config.json, results.json): a reader sees the old file or the whole new one."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_path(path: Path) -> None:
-    """fsync one file (or folder) by its path."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (POSIX; a no-op where directories cannot be opened, as on Windows)."""
-    try:
-        fsync_path(path)
-    except OSError:
-        pass
-
-
-def atomic_replace_dir(tmp: Path, dst: Path) -> None:
-    """Put the finished folder tmp at dst with no moment where dst is missing: on Linux one renameat2 swaps
-    the two (RENAME_EXCHANGE) and the old one is deleted after; elsewhere the old one is renamed aside first
-    (a short window). Files are fsynced before the swap, so a crash leaves the old folder or the new one."""
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            fsync_path(f)
-    if not dst.exists():
-        os.replace(tmp, dst)
-    elif not _rename_exchange(tmp, dst):
-        old = dst.with_name(dst.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(tmp, dst)
-        tmp = old
-    fsync_dir(dst.parent)
-    shutil.rmtree(tmp, ignore_errors=True)  # after an exchange tmp holds the old folder
-
-
-def _rename_exchange(a: Path, b: Path) -> bool:
-    """renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE); False where the OS or libc lacks it."""
-    if sys.platform != "linux":
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def split_stops(tok, spec: str) -> tuple[set[int], list[str] | None]:
@@ -355,6 +283,7 @@ class Run:
             sdzero.enable_activation_checkpointing(model)
         self.student = parallel.Weights(model, parallel.wrap(model, self.dist, autocast=self.autocast))
         self.teacher: parallel.Weights | None = None
+        self.adapter = None  # --lora-rank: the PeftModel of the adapter the current stage trains (lora.py)
         self._bf16_copy = None  # the bf16 copy of the student that rollouts read (sampling_model)
         self.log = RunLog(cfg, self.out, main=self.dist.main)
         # Skipped rows are counted, never silently given a zero reward: they go to metrics.jsonl.
@@ -460,8 +389,9 @@ class Run:
         if self.optimizer is not None:
             ckpt["optimizer"] = parallel.optimizer_state(self.student.model, self.optimizer, d)
             ckpt["scheduler"] = self.scheduler.state_dict()
-        if self.teacher is not None:
+        if self.teacher is not None and self.teacher.model is not self.student.model:  # LoRA's shares the weights
             ckpt["teacher"] = parallel.model_state(self.teacher.model, d)
+        ckpt["lora"] = self.adapter is not None  # the model's state holds an adapter's weights too
         if d.main:
             atomic_torch_save(ckpt, self.out / "checkpoint" / "state.pt")
         d.barrier()  # no rank moves on (or exits) before the checkpoint is on disk
@@ -470,6 +400,8 @@ class Run:
         ckpt = torch.load(self.out / "checkpoint" / "state.pt", map_location="cpu", weights_only=False)
         self.state = RunState(**ckpt["state"])
         self.log.truncate(ckpt.get("log_sizes"))
+        if ckpt.get("lora"):  # saved inside a LoRA stage: the same adapter structure first, then its weights
+            self.attach_adapter(self.state.stage)
         parallel.load_model_state(self.student.model, ckpt["model"], self.dist)
         set_rng_state(ckpt["rng"])
         if "teacher" in ckpt:
@@ -491,12 +423,46 @@ class Run:
         self.state.generations += n
         self.state.generations_by[kind] = self.state.generations_by.get(kind, 0) + n
 
+    # LoRA --------------------------------------------------------------------------------------------------
+    def attach_adapter(self, stage: str) -> None:
+        """--lora-rank: a fresh adapter for this training stage, seeded by the stage (no-op without LoRA, or
+        when a resumed checkpoint attached it already)."""
+        if not self.cfg.lora_rank or self.adapter is not None:
+            return
+        self.adapter = lora.attach(self.student.model, self.cfg, derive_seed(self.cfg.seed, "lora", stage))
+        self._rewrap()
+
+    def merge_adapter(self) -> None:
+        """The stage's adapter written to adapter/ (rank 0), then merged into the weights."""
+        if self.adapter is None:
+            return
+        if self.dist.main:
+            tmp = self.out / "adapter.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            lora.save(self.adapter, tmp)
+            atomic_replace_dir(tmp, self.out / "adapter")
+        merged = lora.merge(self.adapter)
+        assert merged is self.student.model  # peft adapts and unloads the one model in place
+        self.adapter = None
+        self._rewrap()
+
+    def _rewrap(self) -> None:
+        """The student's policy again after its trainable parameters changed (DDP records them when it wraps)."""
+        model = self.student.model
+        self.student = parallel.Weights(model, parallel.wrap(model, self.dist, autocast=self.autocast))
+        self._bf16_copy = None
+
     # the teacher -----------------------------------------------------------------------------------------
     def make_teacher(self) -> None:
         """self.teacher: a frozen copy of the student as it is now (Phase 2's teacher, GRPO's reference). Under
         FSDP2 the copy is built from the config, sharded like the student, and filled from the student's
-        shards (no gathering of the student's weights)."""
+        shards (no gathering of the student's weights). Under LoRA a frozen teacher is no copy: the student
+        with its adapter switched off, which is the weights the stage started from, exactly."""
         model = self.student.model
+        if self.adapter is not None and parse_teacher(self.cfg.teacher)[0] == "frozen":
+            base = parallel.wrap(model, self.dist, train=False, autocast=self.autocast)
+            self.teacher = parallel.Weights(model, lora.AdapterOff(self.adapter, base))
+            return
         dtype = self.autocast or next(model.parameters()).dtype  # bf16 runs keep the teacher in bf16
         if parse_teacher(self.cfg.teacher)[0] == "ema":
             # ...except an EMA teacher: a bf16 lerp_ rounds away every increment below half a bf16 step (2^-9

@@ -562,7 +562,9 @@ def train(cfg: config.Config, d: parallel.Dist, t_start: float, commit: str | No
         elif stage in SAMPLING_STAGES:
             SAMPLING_STAGES[stage](run)
         else:
+            run.attach_adapter(stage)  # --lora-rank: each training stage trains an adapter, merged at its end
             TRAINING_STAGES[stage](run, resume_ckpt)
+            run.merge_adapter()
         resume_ckpt = None
         if stage not in TRAINING_STAGES:  # the training loops time their own steps
             run.timed(stage, time.time() - t0)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import atomic
 import config
 import parallel
 import run as run_py
@@ -260,6 +261,7 @@ class BareRun(run_py.Run):
     """A Run without data or a model: a test sets the attributes the method under test reads."""
 
     def __init__(self, model=None, **attrs):
+        self.adapter = None
         if model is not None:
             self.student = parallel.Weights(model, parallel.Policy(model))
         self.__dict__.update(attrs)
@@ -424,9 +426,9 @@ def test_saving_the_model_again_never_leaves_the_run_without_model(tmp_path, mic
 def test_text_files_are_fsynced_before_the_rename(tmp_path, monkeypatch):
     """config.json and results.json: written to a temporary file, fsynced, renamed, the folder fsynced."""
     events, fsync, replace = [], run_py.os.fsync, run_py.os.replace
-    monkeypatch.setattr(run_py.os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
-    monkeypatch.setattr(run_py.os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
-    run_py.atomic_write_text(tmp_path / "results.json", '{"a": 1}')
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
+    atomic.atomic_write_text(tmp_path / "results.json", '{"a": 1}')
     assert events == ["fsync", "replace", "fsync"] and (tmp_path / "results.json").read_text() == '{"a": 1}'
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 

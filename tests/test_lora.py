@@ -1,0 +1,136 @@
+"""LoRA (--lora-rank; lora.py): the frozen teacher is the merged SRT model exactly with no copy, every stage
+trains only its adapter and merges it, model/ and adapter/ load with transformers and peft, resume is bit
+exact and torchrun DDP trains what one process trains. The micro model, the smoke preset."""
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import config
+import run as run_py
+import train
+from test_parallel import assert_same_training
+from test_parallel import run as run_train
+from test_train import kill_mid_phase, run_cli, untimed
+
+LORA = ["--lora-rank", "4", "--lora-alpha", "16"]
+
+
+def _tensors(x):
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (tuple, list)):
+        return [t for v in x for t in _tensors(v)]
+    if hasattr(x, "__dataclass_fields__"):
+        return [t for v in vars(x).values() for t in _tensors(v)]
+    return []
+
+
+def test_frozen_teacher_is_the_merged_srt_model_exactly_with_the_adapter_off(tmp_path, monkeypatch):
+    """SD-Zero with LoRA: the snapshot of the weights when Phase 1's adapter is merged (the SRT model) gives,
+    as a plain model without peft, exactly the teacher targets Phase 2 computed at its last step, when the
+    student's adapter had trained; the teacher is the student's own weights (no copy), and only the adapter
+    trains in Phase 2 (the frozen weights end as they started, plus the merged adapter)."""
+    snapshots, targets, teachers = {}, [], []
+    merge = run_py.Run.merge_adapter
+
+    def spy_merge(self):
+        merge(self)
+        snapshots[self.state.stage] = copy.deepcopy(self.student.model.state_dict())
+    real_target = train.teacher_target
+
+    def spy_target(run, seqs, starts, lengths, loss_fn):
+        out = real_target(run, seqs, starts, lengths, loss_fn)
+        targets.append((seqs, starts, lengths, loss_fn, [t.clone() for t in _tensors(out)]))
+        teachers.append((run.teacher.model is run.student.model,
+                         sum(p.requires_grad for p in run.student.model.parameters()),
+                         sum(1 for n, _ in run.student.model.named_parameters() if "lora_" in n)))
+        return out
+    monkeypatch.setattr(run_py.Run, "merge_adapter", spy_merge)
+    monkeypatch.setattr(train, "teacher_target", spy_target)
+    out = tmp_path / "run"
+    res = train.main(["--preset", "smoke", *LORA, "--out", str(out), "--n1", "8", "--n-eval", "4", "--p2-steps", "2"])
+    assert set(snapshots) == {"p1_train", "p2"} and set(res["eval"]) == {"eval_base", "eval_srt", "eval_final"}
+    assert all(shared and n_grad == n_lora > 0 for shared, n_grad, n_lora in teachers)  # no copy; the adapter trains
+
+    from transformers import AutoModelForCausalLM
+    srt = AutoModelForCausalLM.from_pretrained(config.PRESETS["smoke"]["model"])
+    assert set(snapshots["p1_train"]) == set(srt.state_dict())  # merged: a plain model's keys, no lora_ left
+    srt.load_state_dict(snapshots["p1_train"])
+    srt.eval()
+    seqs, starts, lengths, loss_fn, saved = targets[-1]  # step 2: the adapter has taken a step
+    with torch.inference_mode():
+        plain = _tensors(train.eq4_teacher(srt, seqs, starts, lengths, 0, loss_fn))
+    assert len(plain) == len(saved) and all(torch.equal(a, b) for a, b in zip(plain, saved))
+    srt.load_state_dict(snapshots["p2"])  # the student after Phase 2, its adapter on (merged): not the teacher
+    with torch.inference_mode():
+        student = _tensors(train.eq4_teacher(srt, seqs, starts, lengths, 0, loss_fn))
+    assert not all(torch.equal(a, b) for a, b in zip(student, saved))
+    final = load_file(out / "model" / "model.safetensors")
+    assert any(not torch.equal(final[k], snapshots["p1_train"][k]) for k in final)  # Phase 2's adapter, merged
+
+
+def test_model_and_adapter_folders_load_with_transformers_and_peft(tmp_path):
+    """model/ is a plain model (no peft needed); adapter/ on the base --model, merged, is model/ (OPSD: one
+    stage, so the adapter's base is --model)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    out = tmp_path / "run"
+    train.main(["--preset", "smoke", "--method", "opsd", *LORA, "--out", str(out), "--budget", "8", "--n-eval", "4"])
+    merged = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert not any("lora" in k for k in merged.state_dict())
+    base = AutoModelForCausalLM.from_pretrained(config.PRESETS["smoke"]["model"])
+    cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert cfg["r"] == 4 and cfg["lora_alpha"] == 16
+    rebuilt = PeftModel.from_pretrained(base, out / "adapter").merge_and_unload()
+    a, b = rebuilt.state_dict(), merged.state_dict()
+    assert set(a) == set(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    assert any(not torch.equal(a[k], AutoModelForCausalLM.from_pretrained(config.PRESETS["smoke"]["model"])
+                               .state_dict()[k]) for k in a)  # it trained
+
+
+def test_lora_flags_are_checked():
+    with pytest.raises(SystemExit, match="--lora-rank: LoRA runs on one process or under DDP"):
+        config.parse_args(["--lora-rank", "4", "--parallel", "fsdp"])
+    with pytest.raises(SystemExit, match="--lora-rank: must be 0"):
+        config.parse_args(["--lora-rank", "-1"])
+    import lora
+    cfg = config.parse_args(["--lora-rank", "8", "--lora-targets", "q_proj,v_proj"])
+    lc = lora.lora_config(cfg)
+    assert (lc.r, lc.lora_alpha, set(lc.target_modules)) == (8, 16, {"q_proj", "v_proj"})
+
+
+def test_unknown_lora_target_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="--lora-targets nope_proj"):
+        train.main(["--preset", "smoke", "--method", "rft", *LORA, "--lora-targets", "nope_proj", "--out",
+                    str(tmp_path / "run"), "--n-eval", "4", "--budget", "16"])
+
+
+@pytest.mark.slow
+def test_lora_resume_after_kill_matches_uninterrupted(tmp_path):
+    """Killed mid Phase 2 (the adapter's weights and optimizer state in the checkpoint), resumed: bit for bit
+    the uninterrupted run, logs included."""
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    args = ["--preset", "smoke", *LORA, "--teacher", "ema:0.5"]
+    proc = run_cli([*args, "--out", str(ref)], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kill_mid_phase([*args, "--out", str(out)], out, "p2", 2)
+    resumed = run_cli([*args, "--out", str(out), "--resume"], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_file(ref / "model" / "model.safetensors"), load_file(out / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (ref, out))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name in ("metrics.jsonl", "samples.jsonl"):
+        assert untimed((ref / name).read_text()) == untimed((out / name).read_text()), name
+
+
+@pytest.mark.slow
+def test_lora_under_torchrun_ddp_matches_one_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_train(["--preset", "smoke", *LORA, "--out", str(one)])
+    run_train(["--preset", "smoke", *LORA, "--out", str(two)], nproc=2)
+    assert json.loads((two / "results.json").read_text())["world_size"] == 2
+    assert_same_training(one, two)
