@@ -18,6 +18,8 @@ The algorithm, step by step (sdzero-spec.md), and where each step lives:
      2c. Eq. 4: mean over response tokens of KL(pi_S(.|x, y<t) || pi_T(.|x, y, P_r, y<t)),
          reverse KL over the teacher's top-64, teacher a stop-gradient target ....... eq4_student, distill.DistillLoss
      2d. optional teacher refresh: --teacher sync:N (hard copy) or ema:R ......................... update_teacher
+     Siblings (--teacher-context; Phase 2 from the base model): OPSD's teacher sees the reference answer
+     (--method opsd), SDPO's the verifier's feedback on y (--method sdpo) ........ teacher_context.teacher_input
   3. Held-out evaluation before Phase 1, after Phase 1 and after Phase 2: avg@k, pass@k ........ evaluate
   Baselines in the same loop, sampler, verifier, evaluation and --budget (generations) accounting:
      --method rft (k samples per question, SFT on the verified-correct ones) ....... baselines.rft_sample, rft_train
@@ -25,6 +27,8 @@ The algorithm, step by step (sdzero-spec.md), and where each step lives:
      --method srt (Phase 1 only), p2only (Phase 2 without SRT, Table 12), base (evaluation only)
   Scale: `torchrun --nproc_per_node N train.py ...` shards every step's rollouts and losses across N
   processes with DDP or FSDP2 (--parallel; parallel.py); batch sizes stay global, so N does not change the run.
+  LoRA (--lora-rank): each training stage trains an adapter, merged at its end; a frozen teacher is the
+  adapter switched off (lora.py; Run.attach_adapter / merge_adapter around each training stage in train).
   Off the reading path: every flag and its check (config.py); the resumable run, its one training loop and
   data order, checkpoints and the run folder (run.py); the graders behind verify.rewards (verifiers/).
 

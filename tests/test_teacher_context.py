@@ -164,3 +164,30 @@ def test_the_siblings_run_phase2_from_the_base_model_with_their_context(tmp_path
             n = rows.lengths[i]
             assert rows.teacher[i][:rows.starts_t[i]] == prompt and rows.teacher[i][rows.starts_t[i]:] == y.response_ids[:n]
             assert rows.student[i] == run.prompt_ids(ex) + y.response_ids[:n]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["opsd", "sdpo"])
+def test_the_siblings_on_the_code_task_see_the_reference_or_the_sandbox_feedback(tmp_path, monkeypatch, method):
+    """--task code in the smoke preset, every answer through the real sandbox: OPSD's teacher prompt holds the
+    problem's reference solution, SDPO's the verdict's feedback (the micro model writes no valid program, so
+    every feedback is a failure's: the sandbox's detail where it gave one)."""
+    seen = []
+    build = train.Phase2Rows.build
+
+    def spy(run, batch, prompts, ys, verdicts):
+        rows = build(run, batch, prompts, ys, verdicts)
+        seen.append((run, batch, verdicts, rows))
+        return rows
+    monkeypatch.setattr(train.Phase2Rows, "build", staticmethod(spy))
+    res = train.main(["--task", "code", "--preset", "smoke", "--method", method, "--out", str(tmp_path / "run"),
+                      "--budget", "8", "--n-eval", "4"])
+    assert res["method"] == method and res["generations_by"] == {"p2": 8} and len(seen) == 2
+    for run, batch, verdicts, rows in seen:
+        for i, (ex, v) in enumerate(zip(batch, verdicts)):
+            text = run.tok.decode(rows.teacher[i][:rows.starts_t[i]])
+            if method == "opsd":
+                assert ex.meta["reference"].strip() in text
+            else:
+                assert not v.correct and tc.feedback("code", v) in text
+                assert v.detail is None or v.detail[:100] in text
