@@ -202,7 +202,13 @@ def test_no_detail_where_nothing_failed_or_the_program_is_not_to_blame(info):
     cut = sandbox.check_code_batch([hang], [ADD], limits=Limits(time_limit_s=5.0), budget_s=0.5)[0]
     assert (cut.reason, cut.detail) == ("timeout", None)
     cut = sandbox.check_code_batch([hang], [call("f", ([1], 1))], limits=Limits(time_limit_s=5.0), budget_s=0.5)[0]
-    assert cut.reason in ("timeout", "runtime_error") and cut.detail is None
+    assert (cut.reason, cut.detail) == ("timeout", None)  # the kill ends the candidate first: not its runtime_error
+    # ...and not cached: the same slow but right program, given the time, is correct
+    slow = "import time\ntime.sleep(1.5)\ndef f(x):\n    return x\n"
+    sandbox.clear_cache()
+    assert sandbox.check_code_batch([slow], [call("f", ([1], 1))], limits=Limits(time_limit_s=5.0),
+                                    budget_s=0.5)[0].reason == "timeout"
+    assert sandbox.check_code_batch([slow], [call("f", ([1], 1))], limits=Limits(time_limit_s=5.0))[0].correct
     assert Verdict(False, "mismatch", "p", "Test 1 failed.") == Verdict(False, "mismatch", "p")  # not compared
 
 

@@ -492,10 +492,11 @@ def _check_tests(program: str, plan: _Plan, limits: Limits, setup: Setup, deadli
 
 
 def _budget_cut(verdict: Verdict, deadline: float) -> Verdict:
-    """Once the batch's budget has passed, a timeout is the budget's, not the program's, and so may be a runtime
-    error (the kill ends the candidate before the tester, which reports it gone): neither has a detail."""
-    if verdict.reason in ("timeout", "runtime_error") and verdict.detail is not None and time.monotonic() >= deadline:
-        return Verdict(False, verdict.reason, verdict.extracted)
+    """Once the batch's budget has passed, a timeout is the budget's, not the program's, and so is a runtime
+    error (the kill ends the candidate before the tester, which then reports it gone): both are `timeout`,
+    without a detail, and never cached (_check)."""
+    if verdict.reason in ("timeout", "runtime_error") and time.monotonic() >= deadline:
+        return Verdict(False, "timeout", verdict.extracted)
     return verdict
 
 
