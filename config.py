@@ -268,8 +268,9 @@ def check_config(cfg: Config) -> None:
         bad("--grpo-overlong", f"must lie in 0..--max-new-tokens ({cfg.max_new_tokens})")
     want = teacher_context.METHOD_CONTEXT.get(cfg.method, "revise")
     if cfg.teacher_context != want and cfg.method in ("opsd", "sdpo", "sdzero", "p2only"):
-        bad("--teacher-context", f"--method {cfg.method} means --teacher-context {want}; {cfg.teacher_context} is --method "
-            + {c: m for m, c in teacher_context.METHOD_CONTEXT.items()}.get(cfg.teacher_context, "sdzero"))
+        named = {c: m for m, c in teacher_context.METHOD_CONTEXT.items()}.get(cfg.teacher_context, "sdzero")
+        bad("--teacher-context", f"--method {cfg.method} means --teacher-context {want}; {cfg.teacher_context} is "
+            f"--method {named}")
     if cfg.teacher_context != "revise" and cfg.method not in teacher_context.METHOD_CONTEXT:
         bad("--teacher-context", f"--method {cfg.method} has no Phase 2 teacher")
     if cfg.lora_rank < 0 or cfg.lora_alpha < 0:

@@ -32,13 +32,13 @@ from tqdm import tqdm
 
 import data
 import lora
-from atomic import atomic_replace_dir, atomic_torch_save, atomic_write_text
 import parallel
 import revise
 import sdzero
 import tasks
 import teacher_context
 import verify
+from atomic import atomic_replace_dir, atomic_torch_save, atomic_write_text
 
 REPO = Path(__file__).resolve().parent
 

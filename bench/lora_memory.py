@@ -79,8 +79,9 @@ def main(argv=None) -> dict:
     print(f"{'mode':<8}{'peak RSS (MiB)':>16}{'trainable':>14}")
     for mode in ("full", "lora"):
         print(f"{mode:<8}{modes[mode]['peak_mib']:>16.0f}{modes[mode]['trainable_parameters']:>14,}")
-    print(json.dumps({"full_peak_mib": round(modes["full"]["peak_mib"]), "lora_peak_mib": round(modes["lora"]["peak_mib"]),
-                      "saved_mib": round(saved), "ratio": round(table["ratio"], 3), "commit": code}))
+    print(json.dumps({"full_peak_mib": round(modes["full"]["peak_mib"]),
+                      "lora_peak_mib": round(modes["lora"]["peak_mib"]), "saved_mib": round(saved),
+                      "ratio": round(table["ratio"], 3), "commit": code}))
     return table
 
 

@@ -115,8 +115,9 @@ def test_humaneval_rows_carry_their_canonical_solution_as_reference():
     he = data.load_task("code", "embedded", 0, 0, -1, eval_dataset="humaneval")["eval"]
     assert len(he) == len(rows) == 164
     by_id = {r["task_id"]: r for r in rows}
-    assert all(ex.meta["reference"] == by_id[ex.meta["task_id"]]["prompt"] + by_id[ex.meta["task_id"]]["canonical_solution"]
-               for ex in he)
+    for ex in he:
+        row = by_id[ex.meta["task_id"]]
+        assert ex.meta["reference"] == row["prompt"] + row["canonical_solution"]
 
 
 def test_methods_name_their_context():
@@ -158,11 +159,12 @@ def test_the_siblings_run_phase2_from_the_base_model_with_their_context(tmp_path
         for i, (ex, y, v) in enumerate(zip(batch, ys, verdicts)):
             assert v == verify.check_math(y.text, ex.answer)
             hint = tc.hint(tc.METHOD_CONTEXT[method], "math", ex, v)
-            assert (f"the correct final answer is {ex.answer}." in hint if method == "opsd"
-                    else ("is correct." if v.correct else "not correct." if v.extracted else "no final answer.") in hint)
+            said = "is correct." if v.correct else "not correct." if v.extracted else "no final answer."
+            assert (f"the correct final answer is {ex.answer}." if method == "opsd" else said) in hint
             prompt = sdzero.chat_prompt_ids(run.tok, tc.hinted_messages(run.prompt_messages(ex), hint))
             n = rows.lengths[i]
-            assert rows.teacher[i][:rows.starts_t[i]] == prompt and rows.teacher[i][rows.starts_t[i]:] == y.response_ids[:n]
+            start = rows.starts_t[i]
+            assert rows.teacher[i][:start] == prompt and rows.teacher[i][start:] == y.response_ids[:n]
             assert rows.student[i] == run.prompt_ids(ex) + y.response_ids[:n]
 
 
