@@ -169,7 +169,7 @@ def test_paper_table_on_the_micro_model(tmp_path):
                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = json.loads((tmp_path / "results" / "table.json").read_text())
-    methods = ("base", "srt", "sdzero", "rft", "grpo")
+    methods = ("base", "srt", "sdzero", "opsd", "sdpo", "rft", "grpo")
     assert {(r["method"], r["seed"]) for r in table["rows"]} == {(m, s) for m in methods for s in (0, 1)}
     for r in table["rows"]:
         for key in ("method", "seed", "base_accuracy", "final_accuracy", "generations", "seconds"):
@@ -180,7 +180,8 @@ def test_paper_table_on_the_micro_model(tmp_path):
     assert "eval_srt" in sd["diagnostics"]["revise"] and "kl_r0_first5" in sd["diagnostics"]["phase2"]
     assert [x for x, _ in sd["curve"]] == [0, 64, 80]
     md = (tmp_path / "results" / "table.md").read_text()
-    assert "| SD-Zero | 2 |" in md and "| GRPO | 2 |" in md
+    assert "| SD-Zero | 2 |" in md and "| GRPO | 2 |" in md and "| OPSD (teacher sees the answer) | 2 |" in md
+    assert all(r["generations_by"] == {"p2": 80} for r in table["rows"] if r["method"] in ("opsd", "sdpo"))
     assert (tmp_path / "results" / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A second call reuses every finished run; a changed command is refused, not silently mixed in.
     again = subprocess.run([sys.executable, str(REPO / "bench" / "paper_table.py"), "--seeds", "0", "--methods", "rft",
