@@ -134,3 +134,21 @@ def test_lora_under_torchrun_ddp_matches_one_process(tmp_path):
     run_train(["--preset", "smoke", *LORA, "--out", str(two)], nproc=2)
     assert json.loads((two / "results.json").read_text())["world_size"] == 2
     assert_same_training(one, two)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [
+    ["--method", "rft", "--budget", "32"],
+    ["--method", "grpo", "--grpo-kl", "0.04", "--grpo-steps", "2", "--grpo-batch", "4"],  # reference: adapter off
+    ["--srt-variant", "two-stage", "--srt-stage2-size", "4"],  # two Phase 1 stages, an adapter each
+    ["--teacher", "sync:1"],  # a teacher copy, adapter included, refreshed every step
+    ["--method", "sdpo", "--budget", "8"],
+], ids=["rft", "grpo-kl", "two-stage", "sync-teacher", "sdpo"])
+def test_every_method_trains_with_lora(tmp_path, flags):
+    out = tmp_path / "run"
+    res = train.main(["--preset", "smoke", *LORA, "--n-eval", "4", "--out", str(out), *flags])
+    assert res["final_accuracy"] is not None and (out / "adapter" / "adapter_model.safetensors").is_file()
+    weights = load_file(out / "model" / "model.safetensors")
+    assert weights and not any("lora" in k for k in weights)  # merged
+    ckpt = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    assert ckpt["lora"] is False and not any("lora" in k for k in ckpt["model"])  # between stages: merged
