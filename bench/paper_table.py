@@ -1,7 +1,7 @@
-"""The paper's table in miniature: base, SRT, SD-Zero, RFT and GRPO on the embedded math task with the demo
-model, several seeds, every trained method at the same generation budget (train.py --budget).
+"""The paper's table in miniature: base, SRT, SD-Zero, its siblings OPSD and SDPO, RFT and GRPO on the embedded
+math task with the demo model, several seeds, every trained method at the same generation budget (--budget).
 
-    python bench/paper_table.py                        # 7 methods x 3 seeds, ~3 h on a 2-core CPU
+    python bench/paper_table.py                        # 7 methods x 3 seeds, ~4 h on a 2-core CPU
     python bench/paper_table.py --methods sdzero rft --seeds 0 -- --p2-lr 1e-5   # extra train.py flags after --
     python bench/paper_table.py --methods opsd sdpo --keep-rows results/table.json  # add rows to a table
 
