@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,9 +208,46 @@ TASK_PRESETS = {
 }
 
 
+# The TRL names users type, where they mean what ours mean (TRL's GRPOConfig / SFTConfig / ModelConfig):
+# each is read as our flag. --learning_rate is special: the default of every learning rate not given.
+TRL_ALIASES = {"model_name_or_path": "model", "output_dir": "out", "max_completion_length": "max_new_tokens",
+               "num_generations": "grpo_group"}
+LEARNING_RATES = ("srt_lr", "p2_lr", "grpo_lr")
+
+
+def our_spelling(argv: list[str]) -> tuple[list[str], str | None]:
+    """argv with snake_case spellings of our flags (--p2_lr, --no_fewshot) and the TRL aliases in our
+    kebab-case names, and the value of --learning_rate (or None), taken out."""
+    fields = {f.name for f in dataclasses.fields(Config)}
+    out, lr, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if name == "learning_rate":
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise SystemExit("--learning_rate: expected a value")
+                i, value = i + 1, argv[i + 1]
+            lr, i = value, i + 1
+            continue
+        negated = name.startswith("no_") and name[3:] in fields
+        base = name[3:] if negated else name
+        base = TRL_ALIASES.get(base, base)
+        if "_" in name and base in fields:
+            arg = "--" + ("no-" if negated else "") + base.replace("_", "-") + eq + value
+        elif name in TRL_ALIASES:
+            arg = "--" + base.replace("_", "-") + eq + value
+        out.append(arg)
+        i += 1
+    return out, lr
+
+
 def parse_args(argv=None) -> Config:
     p = argparse.ArgumentParser(description="SD-Zero: self-revision turns binary rewards into dense supervision. "
-                                "Presets set defaults; explicit flags override them.")
+                                "Presets set defaults; explicit flags override them. Every flag also takes its "
+                                "snake_case spelling (--p2_lr), and TRL's names are read as ours: "
+                                + ", ".join(f"--{a} (--{b.replace('_', '-')})" for a, b in TRL_ALIASES.items())
+                                + ", --learning_rate (the default of --srt-lr, --p2-lr and --grpo-lr).")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
@@ -220,7 +258,15 @@ def parse_args(argv=None) -> Config:
             choices = list(PRESETS) if f.name == "preset" else None
             p.add_argument(flag, type=typ, default=argparse.SUPPRESS, choices=choices,
                            help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
+    argv, learning_rate = our_spelling(list(sys.argv[1:] if argv is None else argv))
     given = vars(p.parse_args(argv))
+    if learning_rate is not None:  # TRL's --learning_rate: every learning rate not set explicitly
+        try:
+            lr = float(learning_rate)
+        except ValueError:
+            raise SystemExit(f"--learning_rate: {learning_rate!r} is not a number") from None
+        for name in LEARNING_RATES:
+            given.setdefault(name, lr)
     preset = given.get("preset", "demo")
     values = dict(PRESETS[preset])
     values.update(TASK_PRESETS.get((preset, given.get("task", "math")), {}))
