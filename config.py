@@ -56,6 +56,9 @@ class Config:
     n_eval: int = knob(256, "held-out questions")
     math_max_operand: int = knob(30, "embedded math: operands in 1..N")
     math_ops: str = knob("+", "embedded math: operators, a subset of '+-*'")
+    enable_thinking: bool = knob(False, "pass enable_thinking=True to chat templates that take it (Qwen3); off, "
+                                 "they get False. Self-distillation with a privileged teacher can hurt thinking "
+                                 "models (README)")
     fewshot: bool = knob(True, "worked example turns before each question, one showing a revision (tasks.FEWSHOT)")
     # sampling (sdzero-spec.md, Phase 1 step 1 and Phase 2)
     max_new_tokens: int = knob(48, "new tokens per sample (paper: 16K)")

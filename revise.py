@@ -96,7 +96,8 @@ def srt_example(tokenizer, prompt_ids: list[int], y_init_ids: list[int], reward:
 
 
 def user_turn_revision_example(tokenizer, messages: list[dict], y_init_ids: list[int], reward: int,
-                               y_rev_ids: list[int], style: str = "paper", end_ids=None) -> SRTExample:
+                               y_rev_ids: list[int], style: str = "paper", end_ids=None,
+                               enable_thinking: bool = False) -> SRTExample:
     """The revision stage of the authors' two-stage SRT (prepare_data.py, stage 2): the question, y_init
     and P_r joined by "\\n\\n" in the user turn, y_rev the whole assistant answer, loss on y_rev only:
     chat(x + "\\n\\n" + y_init + "\\n\\n" + P_r) + y_rev. messages: chat(x)'s messages, the question last.
@@ -104,7 +105,7 @@ def user_turn_revision_example(tokenizer, messages: list[dict], y_init_ids: list
     y_text = tokenizer.decode(strip_end_of_turn(tokenizer, y_init_ids, end_ids), skip_special_tokens=True)
     last = messages[-1]
     user = {**last, "content": f"{last['content']}\n\n{y_text}\n\n{CONTROL_PHRASES[style][int(reward)]}"}
-    prompt = chat_prompt_ids(tokenizer, list(messages[:-1]) + [user])
+    prompt = chat_prompt_ids(tokenizer, list(messages[:-1]) + [user], enable_thinking)
     mask = [0] * len(prompt) + [1] * len(y_rev_ids)
     return SRTExample(prompt + list(y_rev_ids), mask, list(mask), int(reward))
 

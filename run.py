@@ -269,6 +269,9 @@ class Run:
             raise SystemExit(str(e)) from None
         if cfg.teacher_context == "answer":
             teacher_context.check_references(cfg.task, self.data["n2"], cfg.dataset)
+        if cfg.enable_thinking and self.dist.main:
+            tqdm.write("[note] --enable-thinking: self-distillation with a privileged teacher can hurt thinking "
+                       "models (README, Flags)")
         self._extra_rows = None
         model, self.tok = sdzero.load_model(cfg.model, device=self.device)
         self.end_ids = sdzero.end_of_turn_ids(self.tok, model)  # what generation stops on, stripped from y'
@@ -313,7 +316,8 @@ class Run:
 
     def prompt_ids(self, ex: tasks.Example) -> list[int]:
         if ex.question not in self._prompt_cache:
-            self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, self.prompt_messages(ex))
+            self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, self.prompt_messages(ex),
+                                                                     self.cfg.enable_thinking)
         return self._prompt_cache[ex.question]
 
     def rollouts(self, prompts: list[list[int]], seeds: list[int], answers: list, max_new_tokens: int,

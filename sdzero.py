@@ -128,11 +128,14 @@ def end_of_turn_ids(tokenizer, model=None) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def chat_prompt_ids(tokenizer, messages: str | list[dict]) -> list[int]:
-    """chat(x): the question (or a list of chat messages ending in it) plus the assistant header."""
+def chat_prompt_ids(tokenizer, messages: str | list[dict], enable_thinking: bool = False) -> list[int]:
+    """chat(x): the question (or a list of chat messages ending in it) plus the assistant header.
+    enable_thinking (--enable-thinking) goes to the template, which uses it where it has a thinking mode
+    (Qwen3: off writes an empty <think></think> block) and ignores it otherwise."""
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False,
+                                        enable_thinking=enable_thinking)
     return list(ids)
 
 

@@ -88,7 +88,7 @@ def hinted_messages(messages: list[dict], text: str) -> list[dict]:
 
 def teacher_input(context: str, tokenizer, prompt_ids: list[int], messages: list[dict], response_ids: list[int],
                   reward: int, cap: int, *, hint_text: str = "", style: str = "paper", end_ids=None,
-                  keep_end: bool = False) -> tuple[list[int], int, int]:
+                  keep_end: bool = False, enable_thinking: bool = False) -> tuple[list[int], int, int]:
     """(ids, start, kept): the teacher's input for y cut to its first `kept` tokens so that the input fits `cap`
     (--teacher-max-len; the caller cuts the student's y alike), and where that y starts in it. kept == 0: not
     one token fits, and the sample carries no loss (one token stays so the shapes hold)."""
@@ -100,7 +100,7 @@ def teacher_input(context: str, tokenizer, prompt_ids: list[int], messages: list
         return ids, start, kept
     if context not in TEACHER_CONTEXTS:
         raise ValueError(f"--teacher-context {context!r}: expected one of {', '.join(TEACHER_CONTEXTS)}")
-    prompt = sdzero.chat_prompt_ids(tokenizer, hinted_messages(messages, hint_text))
+    prompt = sdzero.chat_prompt_ids(tokenizer, hinted_messages(messages, hint_text), enable_thinking)
     kept = min(len(response_ids), max(0, cap - len(prompt)))
     return prompt + list(response_ids[:max(1, kept)]), len(prompt), kept
 

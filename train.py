@@ -256,7 +256,8 @@ def two_stage_data(run: Run, rows: list, prompts: list, r_init: list[int], tuple
                          f"({cfg.srt_stage2_size}) or raise --n1")
     gen = srt_examples(run, prompts, r_init, stage1)
     rev = [dataclasses.asdict(revise.user_turn_revision_example(tok, run.prompt_messages(rows[i]), init, r_init[i],
-                                                                 y_rev, cfg.phrase_style, run.end_ids))
+                                                                 y_rev, cfg.phrase_style, run.end_ids,
+                                                                 cfg.enable_thinking))
            for i, init, y_rev in stage2]
     return gen, rev
 
@@ -447,7 +448,7 @@ class Phase2Rows:
             t_ids, t_start, keep = teacher_context.teacher_input(
                 context, run.tok, p, run.prompt_messages(ex), y.response_ids, int(v.correct), cfg.teacher_max_len,
                 hint_text=teacher_context.hint(context, cfg.task, ex, v), style=cfg.phrase_style,
-                end_ids=run.end_ids, keep_end=cfg.teacher_keep_end)
+                end_ids=run.end_ids, keep_end=cfg.teacher_keep_end, enable_thinking=cfg.enable_thinking)
             y_ids = y.response_ids
             if keep < len(y_ids):
                 rows.cut += 1
