@@ -280,7 +280,7 @@ def parse_args(argv=None) -> Config:
     if method in teacher_context.METHOD_CONTEXT and "teacher_context" not in given:
         values["teacher_context"] = teacher_context.METHOD_CONTEXT[method]
     elif method in ("sdzero", "p2only") and context != "revise":
-        values["method"] = {c: m for m, c in teacher_context.METHOD_CONTEXT.items()}.get(context, method)
+        values["method"] = teacher_context.CONTEXT_METHOD.get(context, method)
     cfg = Config(**values)
     check_config(cfg)
     return cfg
@@ -317,7 +317,7 @@ def check_config(cfg: Config) -> None:
         bad("--grpo-overlong", f"must lie in 0..--max-new-tokens ({cfg.max_new_tokens})")
     want = teacher_context.METHOD_CONTEXT.get(cfg.method, "revise")
     if cfg.teacher_context != want and cfg.method in ("opsd", "sdpo", "sdzero", "p2only"):
-        named = {c: m for m, c in teacher_context.METHOD_CONTEXT.items()}.get(cfg.teacher_context, "sdzero")
+        named = teacher_context.CONTEXT_METHOD.get(cfg.teacher_context, "sdzero")
         bad("--teacher-context", f"--method {cfg.method} means --teacher-context {want}; {cfg.teacher_context} is "
             f"--method {named}")
     if cfg.teacher_context != "revise" and cfg.method not in teacher_context.METHOD_CONTEXT:

@@ -28,6 +28,7 @@ import sdzero
 
 TEACHER_CONTEXTS = ("revise", "answer", "feedback")
 METHOD_CONTEXT = {"opsd": "answer", "sdpo": "feedback"}  # the named methods and the context each one is
+CONTEXT_METHOD = {c: m for m, c in METHOD_CONTEXT.items()}
 
 ANSWER_HINT = {"math": "For reference, the correct final answer is {answer}. Write a solution that reaches it.",
                "code": "For reference, here is a correct solution:\n```python\n{answer}\n```\n"
