@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 import baselines
 import distill
@@ -147,6 +152,9 @@ class Config:
     # evaluation
     eval_samples: int = knob(1, "samples per held-out question: avg@k and pass@k use k = this")
     eval_temperature: float = knob(0.0, "held-out sampling temperature (0 = greedy, needs --eval-samples 1)")
+    eval_every: int = knob(0, "also evaluate the held-out set every N optimizer steps of each training stage "
+                           "(Phase 1, Phase 2, RFT, GRPO), logged to metrics.jsonl as eval rows with that stage and "
+                           "step: learning curves; the same seeds at every point (0 = between stages only)")
     eval_revise: bool = knob(False, "at each evaluation also revise every held-out answer (greedy, P_r by its "
                              "reward): the reviser's correction rate (r=0 -> right) and keep rate (r=1 -> right)")
     eval_extra: str = knob("", "also evaluate this dataset before training and at the end, reported apart "
@@ -245,12 +253,71 @@ def our_spelling(argv: list[str]) -> tuple[list[str], str | None]:
     return out, lr
 
 
+def read_config_file(path: str) -> dict:
+    """--config FILE (YAML, or JSON such as a run's own run_config.json): a mapping of settings to values,
+    as Config field names (snake_case or kebab-case), the TRL aliases, or learning_rate. Values are checked
+    against each field's type here; the choices and ranges later, by check_config."""
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"--config {path}: no such file")
+    try:
+        text = p.read_text(encoding="utf-8")
+        obj = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        kind = "JSON" if p.suffix == ".json" else "YAML"
+        raise SystemExit(f"--config {path}: not readable as {kind} ({str(e).splitlines()[0]})") from None
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise SystemExit(f"--config {path}: must hold a mapping of settings to values, not a {type(obj).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    names = sorted(fields) + list(TRL_ALIASES) + ["learning_rate"]
+    values = {}
+    for key, value in obj.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        name = TRL_ALIASES.get(name, name)
+        if name == "learning_rate":
+            values[name] = _typed(path, key, float, value)
+        elif name in fields:
+            typ = fields[name].type
+            values[name] = _typed(path, key, {"bool": bool, "int": int, "float": float, "str": str}.get(typ, typ),
+                                  value)
+        else:
+            near = difflib.get_close_matches(name, names, n=1)
+            raise SystemExit(f"--config {path}: unknown setting {key!r}"
+                             + (f" (did you mean {near[0]}?)" if near else "; `python train.py --help` lists them"))
+    return values
+
+
+def _typed(path: str, key, typ: type, value):
+    """value as typ, or one clear line: YAML reads `5e-6` as a string (it wants `5.0e-6`), so numbers may be
+    strings; a bool is never a number, and a string field takes only a string."""
+    if typ is float and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if typ is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok or (typ is float and not math.isfinite(value)):
+        what = {int: "an integer", float: "a number", bool: "true or false", str: "a string (quote it)"}[typ]
+        raise SystemExit(f"--config {path}: {key} = {value!r} is not {what}")
+    return value
+
+
 def parse_args(argv=None) -> Config:
     p = argparse.ArgumentParser(description="SD-Zero: self-revision turns binary rewards into dense supervision. "
-                                "Presets set defaults; explicit flags override them. Every flag also takes its "
+                                "Presets set defaults, --config FILE's values override them, and flags on the "
+                                "command line override both. Every flag also takes its "
                                 "snake_case spelling (--p2_lr), and TRL's names are read as ours: "
                                 + ", ".join(f"--{a} (--{b.replace('_', '-')})" for a, b in TRL_ALIASES.items())
                                 + ", --learning_rate (the default of --srt-lr, --p2-lr and --grpo-lr).")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML or JSON file of settings (flag names as keys, e.g. p2_lr: 1.0e-5), such as a run's "
+                   "own run_config.json: it reproduces that run")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
@@ -263,6 +330,8 @@ def parse_args(argv=None) -> Config:
                            help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
     argv, learning_rate = our_spelling(list(sys.argv[1:] if argv is None else argv))
     given = vars(p.parse_args(argv))
+    file_values = read_config_file(given.pop("config")) if given.get("config") else {}
+    given.pop("config", None)
     if learning_rate is not None:  # TRL's --learning_rate: every learning rate not set explicitly
         try:
             lr = float(learning_rate)
@@ -270,10 +339,16 @@ def parse_args(argv=None) -> Config:
             raise SystemExit(f"--learning_rate: {learning_rate!r} is not a number") from None
         for name in LEARNING_RATES:
             given.setdefault(name, lr)
+    file_lr = file_values.pop("learning_rate", None)  # the file's own: every learning rate the file does not set
+    for name in LEARNING_RATES if file_lr is not None else ():
+        file_values.setdefault(name, file_lr)
+    given = {**file_values, **given}  # the command line overrides the file
     preset = given.get("preset", "demo")
+    if preset not in PRESETS:
+        raise SystemExit(f"--preset: {preset!r} is not one of {', '.join(PRESETS)}")
     values = dict(PRESETS[preset])
     values.update(TASK_PRESETS.get((preset, given.get("task", "math")), {}))
-    values.update(given)  # explicit flags override the preset
+    values.update(given)  # explicit settings override the preset
     # --method opsd / sdpo are Phase 2 from the base model with their teacher context, and that context with
     # --method sdzero or p2only is that method: one name per run in results.json.
     method, context = values.get("method", "sdzero"), values.get("teacher_context", "revise")
@@ -354,6 +429,8 @@ def check_config(cfg: Config) -> None:
             bad(f"--{stage}-top-k", "top-k is 0 (off) or more")
     if cfg.eval_temperature <= 0 and cfg.eval_samples != 1:
         bad("--eval-samples", "greedy evaluation (--eval-temperature 0) gives one answer per question; use 1")
+    if cfg.eval_every < 0:
+        bad("--eval-every", "must be 0 (between stages only) or a number of optimizer steps")
     if cfg.p2_micro_batch < 0:
         bad("--p2-micro-batch", "must be 0 (all rows at once) or more")
     if cfg.eval_extra_n < 0 or cfg.eval_extra_tokens < 0:
