@@ -304,6 +304,8 @@ class Run:
         self._prompt_cache: dict[str, list[int]] = {}
         self.state = RunState(stage=method_stages(cfg)[0])
         self.optimizer = self.scheduler = None
+        # --eval-every: train.py's evaluate(run, stage, step), set by train.train (run.py cannot import train.py)
+        self.evaluator = None
 
     def training_pool(self) -> list[tasks.Example]:
         """The questions a method that is not split into two phases draws from: N1 then N2."""
@@ -532,8 +534,9 @@ def train_loop(run: Run, resume_ckpt: dict | None, step_fn, *, stage: str, desc:
                warmup: int, cosine: bool, group: str, more=None) -> None:
     """The loop of every training stage: AdamW (--{group}-betas, --{group}-weight-decay) with warmup and then a
     cosine or constant schedule, restored on resume; `step_fn(step) -> (metrics row, printed line)` until
-    `total` steps (or while `more()`); each step logged and timed under `stage`; a checkpoint every
-    --save-every steps, except after the last (the stage's end saves one)."""
+    `total` steps (or while `more()`); each step logged and timed under `stage`; a held-out evaluation every
+    --eval-every steps and a checkpoint every --save-every steps, except after the last (the stage's end
+    evaluates and saves one)."""
     run.optimizer, run.scheduler = make_optimizer(run, lr, total, warmup, cosine, group)
     run.restore_optimizer(resume_ckpt)
     more = more or (lambda: run.state.step < total)
@@ -546,12 +549,21 @@ def train_loop(run: Run, resume_ckpt: dict | None, step_fn, *, stage: str, desc:
             run.timed(stage, time.time() - t0)
             run.log.step(row, line)
             bar.update(1)
+            # --eval-every: a point of the learning curve, before the checkpoint (a resume past it does not log
+            # it twice); not after the last step, as the evaluation that follows every stage is that point.
+            if run.cfg.eval_every and run.state.step % run.cfg.eval_every == 0 and more():
+                t1 = time.time()
+                run.evaluator(row["phase"], run.state.step)
+                run.timed(f"{stage}_eval", time.time() - t1)
             if every and run.state.step % every == 0 and more():
                 run.save_checkpoint()
     run.optimizer = run.scheduler = None
 
 
-RESUME_MAY_CHANGE = ("resume", "threads", "parallel")
+RESUME_MAY_CHANGE = ("resume", "threads", "parallel", "report_to", "project")
+# The run's resolved config. Not config.json: that name is a model's, and from_pretrained on the run folder
+# would read it as one. Runs written before the rename are still resumed from OLD_RUN_CONFIG.
+RUN_CONFIG, OLD_RUN_CONFIG = "run_config.json", "config.json"
 
 
 def prepare_out(cfg, d: parallel.Dist) -> None:
@@ -561,7 +573,8 @@ def prepare_out(cfg, d: parallel.Dist) -> None:
     if cfg.resume:
         if not ckpt.exists():
             raise SystemExit(f"--resume: no checkpoint at {ckpt}; start without --resume")
-        saved = json.loads((out / "config.json").read_text())
+        path = out / RUN_CONFIG if (out / RUN_CONFIG).exists() else out / OLD_RUN_CONFIG
+        saved = json.loads(path.read_text())
         defaults = dataclasses.asdict(type(cfg)())  # a setting newer than the run counts as its default
         differ = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items()
                   if k not in RESUME_MAY_CHANGE and saved.get(k, defaults[k]) != v}
@@ -575,7 +588,7 @@ def prepare_out(cfg, d: parallel.Dist) -> None:
     d.barrier()  # every rank has looked before rank 0 writes
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+        atomic_write_text(out / RUN_CONFIG, json.dumps(dataclasses.asdict(cfg), indent=2))
     d.barrier()
 
 
@@ -638,8 +651,9 @@ def print_table(results: dict) -> None:
           f"held-out: {ev['eval_base']['n_questions']} questions")
 
 
-def save_model(run: Run) -> None:
-    """The final model as a Hugging Face folder, written atomically by rank 0 (full weights under FSDP2)."""
+def save_model(run: Run, card: str | None = None) -> None:
+    """The final model as a Hugging Face folder with its model card (README.md; model_card.py), written
+    atomically by rank 0 (full weights under FSDP2)."""
     model = run.student.model
     state = parallel.model_state(model, run.dist)  # collective under FSDP
     if not run.dist.main:
@@ -654,5 +668,7 @@ def save_model(run: Run) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     run.tok.save_pretrained(tmp)
+    if card is not None:
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     atomic_replace_dir(tmp, model_dir)
 

@@ -60,6 +60,7 @@ from tqdm import tqdm
 import baselines
 import config
 import distill
+import model_card
 import parallel
 import revise
 import sdzero
@@ -79,18 +80,18 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def evaluate(run: Run, name: str) -> dict:
+def evaluate(run: Run, name: str, step: int | None = None) -> dict:
     """avg@k and pass@k on the held-out questions, k = --eval-samples; --eval-extra at the first and last
-    evaluation, reported under "extra"."""
+    evaluation, reported under "extra". With a step: --eval-every's point of training stage `name`."""
     cfg = run.cfg
-    result = evaluate_rows(run, name, run.data["eval"], cfg.max_new_tokens, "")
+    result = evaluate_rows(run, name, run.data["eval"], cfg.max_new_tokens, "", step)
     if cfg.eval_extra and name in ("eval_base", final_stage(cfg.method)):
         result["extra"] = evaluate_rows(run, name, run.extra_eval_rows(), cfg.eval_extra_tokens or cfg.max_new_tokens,
                                         cfg.eval_extra)
     return result
 
 
-def evaluate_rows(run: Run, name: str, rows: list, max_new_tokens: int, label: str) -> dict:
+def evaluate_rows(run: Run, name: str, rows: list, max_new_tokens: int, label: str, step: int | None = None) -> dict:
     cfg = run.cfg
     k = cfg.eval_samples
     prompts = [run.prompt_ids(ex) for ex in rows for _ in range(k)]
@@ -111,11 +112,12 @@ def evaluate_rows(run: Run, name: str, rows: list, max_new_tokens: int, label: s
         result["dataset"] = label
     elif cfg.eval_revise:
         result["revise"] = evaluate_reviser(run, name, rows, rollouts, correct, max_new_tokens)
-    run.log.step({"phase": "eval", "stage": name, **result},
-                 f"[eval {name}{' ' + label if label else ''}] avg@{k} {result['avg@k']:.3f}  "
+    at = {} if step is None else {"step": step, "generations": run.state.generations}  # a curve's x values
+    run.log.step({"phase": "eval", "stage": name, **at, **result},
+                 f"[eval {name}{' ' + label if label else ''}{f' step {step}' if at else ''}] avg@{k} {result['avg@k']:.3f}  "
                  f"pass@{k} {result['pass@k']:.3f}  len {result['response_len']:.1f}  ({result['seconds']:.0f}s)")
     for i in range(min(cfg.log_samples, len(rollouts))):
-        run.log.sample({"phase": "eval", "stage": name, **({"dataset": label} if label else {}),
+        run.log.sample({"phase": "eval", "stage": name, **at, **({"dataset": label} if label else {}),
                         "question": rows[i // k].question, "answer": loggable(rows[i // k].answer),
                         "y": rollouts[i].text, "r": correct[i]})
     return result
@@ -555,6 +557,7 @@ def main(argv=None) -> dict:
 def train(cfg: config.Config, d: parallel.Dist, t_start: float, commit: str | None) -> dict:
     prepare_out(cfg, d)
     run = Run(cfg, d)
+    run.evaluator = lambda stage, step: evaluate(run, stage, step)  # --eval-every, inside the training loop
     resume_ckpt = run.load_checkpoint() if cfg.resume else None
     if cfg.resume and d.main:
         tqdm.write(f"resuming {cfg.out} at stage {run.state.stage}, step {run.state.step}"
@@ -575,10 +578,10 @@ def train(cfg: config.Config, d: parallel.Dist, t_start: float, commit: str | No
             run.timed(stage, time.time() - t0)
         run.state.stage, run.state.step = order[order.index(stage) + 1], 0
         run.save_checkpoint()
-    save_model(run)
+    results = write_results(run, t_start, commit) if d.main else None
+    save_model(run, model_card.model_card(dataclasses.asdict(cfg), results) if d.main else None)
     if not d.main:
         return {}
-    results = write_results(run, t_start, commit)
     print_table(results)
     return results
 

@@ -4,6 +4,7 @@ math task with the demo model, several seeds, every trained method at the same g
     python bench/paper_table.py                        # 7 methods x 3 seeds, ~4 h on a 2-core CPU
     python bench/paper_table.py --methods sdzero rft --seeds 0 -- --p2-lr 1e-5   # extra train.py flags after --
     python bench/paper_table.py --methods opsd sdpo --keep-rows results/table.json  # add rows to a table
+    python bench/paper_table.py --eval-every 5         # the figure draws learning curves (train.py --eval-every)
 
 Each run is `train.py --task math --method M --seed S --budget B` in <runs>/<M>-s<S>; finished runs are reused
 (only when their command was the same) and interrupted ones resumed. Writes results/table.json, table.md and
@@ -46,6 +47,8 @@ def run_one(method: str, seed: int, args, extra: list[str], name: str | None = N
         flags += ["--budget", str(args.budget)]
     if method == "sdzero":  # the reviser before, after Phase 1 and after Phase 2 (diagnostics)
         flags += ["--eval-revise"]
+    if method != "base" and getattr(args, "eval_every", 0):  # learning curves for the figure (paper_table)
+        flags += ["--eval-every", str(args.eval_every)]
     return common.run_train(out, flags, log=out.with_name(out.name + ".log"))
 
 
@@ -72,15 +75,22 @@ def diagnostics(out: Path, results: dict) -> dict:
     return diag
 
 
-def curve(results: dict) -> list[tuple[int, float]]:
-    """(training generations, held-out accuracy) at each evaluation of a run."""
+def curve(results: dict, out: Path | None = None) -> list[tuple[int, float]]:
+    """(training generations, held-out accuracy) at each evaluation of a run: the evaluations between stages
+    and, when the run had --eval-every, the learning curve's points inside them (metrics.jsonl's eval rows
+    with a step), in order of generations."""
     ev, by = results["eval"], results["generations_by"]
     points = [(0, ev["eval_base"]["avg@k"])]
     if "eval_srt" in ev:
         points.append((by.get("y_init", 0) + by.get("revisions", 0), ev["eval_srt"]["avg@k"]))
+    if out is not None and (out / "metrics.jsonl").exists():
+        for line in (out / "metrics.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if r["phase"] == "eval" and "step" in r:
+                points.append((r["generations"], r["avg@k"]))
     if "eval_final" in ev:
         points.append((results["generations"], ev["eval_final"]["avg@k"]))
-    return points
+    return sorted(points, key=lambda p: p[0])
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -164,6 +174,8 @@ def main(argv=None) -> dict:
     p.add_argument("--prefix", default="table", help="file name stem of the outputs")
     p.add_argument("--keep-rows", default="", help="an earlier table.json: its rows of methods not in --methods "
                    "stay in the table (same budget and seeds required)")
+    p.add_argument("--eval-every", type=int, default=0, help="train.py --eval-every for every trained run: the "
+                   "figure then draws each method's learning curve, not only its evaluations between stages")
     p.add_argument("extra", nargs="*", help="train.py flags for every run (after --)")
     args = p.parse_args(argv)
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
@@ -181,7 +193,7 @@ def main(argv=None) -> dict:
         rows.append({"method": method, "seed": seed, "base_accuracy": r["base_accuracy"],
                      "final_accuracy": r["final_accuracy"], "generations": r["generations"],
                      "seconds": r["seconds"], "srt_accuracy": r["srt_accuracy"],
-                     "generations_by": r["generations_by"], "commit": r["commit"], "curve": curve(r),
+                     "generations_by": r["generations_by"], "commit": r["commit"], "curve": curve(r, out),
                      "diagnostics": diagnostics(out, r)})
     if kept:
         rows = sorted(kept + rows, key=lambda r: (METHODS.index(r["method"]), r["seed"]))

@@ -46,6 +46,8 @@ if method != "base":
 rows = [{"phase": "p2", "kl_r0": 0.2, "kl_r1": 0.1, "response_len": 9.0, "reward_mean": 0.5}] * 6 \
     if method in ("sdzero", "p2only", "opsd", "sdpo") else []
 rows += [{"phase": "grpo", "loss": 0.1, "reward_mean": 0.5, "groups_kept": 2}] * 3 if method == "grpo" else []
+if "--eval-every" in argv and method == "sdzero":  # one learning-curve point inside Phase 2
+    rows.append({"phase": "eval", "stage": "p2", "step": 2, "generations": budget - 10, "avg@k": 0.65})
 (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 (out / "results.json").write_text(json.dumps({
     "model": "micro", "base_accuracy": 0.5, "srt_accuracy": 0.6 if srt else None, "final_accuracy": final,
@@ -93,6 +95,18 @@ def test_paper_table_runs_reuses_and_refuses(tmp_path, fake_train):
     with pytest.raises(SystemExit, match=f"{runs / 'rft-s0'}: holds a run of another command"):
         paper_table.main(["--methods", "rft", "--seeds", "0", "--budget", "60", "--threads", "1", "--runs", str(runs),
                           "--results", str(results)])
+
+
+def test_paper_table_draws_learning_curves_with_eval_every(tmp_path, fake_train):
+    """--eval-every N reaches every trained run, and its points join the curve in order of generations."""
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    table = paper_table.main(["--methods", "base", "sdzero", "--seeds", "0", "--budget", "80", "--threads", "1",
+                              "--eval-every", "2", "--runs", str(runs), "--results", str(results)])
+    assert flags_of(runs / "sdzero-s0")[-2:] == ["--eval-every", "2"]
+    assert "--eval-every" not in flags_of(runs / "base-s0")  # nothing to train, nothing to curve
+    sd = next(r for r in table["rows"] if r["method"] == "sdzero")
+    assert sd["curve"] == [(0, 0.5), (60, 0.6), (70, 0.65), (80, 0.7)]
+    assert (results / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_paper_table_keeps_an_earlier_tables_rows(tmp_path, fake_train):
@@ -199,9 +213,9 @@ def test_ablations_on_the_micro_model(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = json.loads((tmp_path / "results" / "ablations.json").read_text())
     assert [r["ablation"] for r in table["rows"]] == ["reference", "srt-gen", "p2only"]
-    config = json.loads((tmp_path / "runs" / "ablation-srt-gen-s0" / "config.json").read_text())
+    config = json.loads((tmp_path / "runs" / "ablation-srt-gen-s0" / "run_config.json").read_text())
     assert config["srt_loss"] == "gen" and config["method"] == "sdzero" and config["budget"] == 80
-    config = json.loads((tmp_path / "runs" / "ablation-p2only-s0" / "config.json").read_text())
+    config = json.loads((tmp_path / "runs" / "ablation-p2only-s0" / "run_config.json").read_text())
     assert config["method"] == "p2only"
     # The reference is the table's own SD-Zero run (same folder name and command).
     assert (tmp_path / "runs" / "sdzero-s0" / "results.json").exists()

@@ -153,7 +153,7 @@ def test_the_siblings_run_phase2_from_the_base_model_with_their_context(tmp_path
     res = train.main(["--preset", "smoke", "--method", method, "--out", str(out), "--budget", "8", "--n-eval", "4"])
     assert res["method"] == method and set(res["eval"]) == {"eval_base", "eval_final"}
     assert res["generations_by"] == {"p2": 8} and res["srt_accuracy"] is None
-    assert json.loads((out / "config.json").read_text())["teacher_context"] == tc.METHOD_CONTEXT[method]
+    assert json.loads((out / "run_config.json").read_text())["teacher_context"] == tc.METHOD_CONTEXT[method]
     assert len(seen) == 2
     for run, batch, ys, verdicts, rows in seen:
         for i, (ex, y, v) in enumerate(zip(batch, ys, verdicts)):

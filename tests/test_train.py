@@ -75,7 +75,7 @@ def test_smoke_runs_both_phases(smoke_run):
     for key in ("method", "task", "model", "base_accuracy", "final_accuracy", "generations", "seconds"):
         assert key in results
     assert set(results["eval"]) == {"eval_base", "eval_srt", "eval_final"}
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "run_config.json").read_text())
     # Generations: N1 y_init + 3 revisions each (all y_init revised) + one per Phase 2 prompt.
     assert results["generations"] == cfg["n1"] * (1 + cfg["num_revisions"]) + cfg["p2_steps"] * cfg["p2_batch_size"]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -136,7 +136,7 @@ def test_srt_method_stops_after_phase1(tmp_path):
     results = json.loads((tmp_path / "srt" / "results.json").read_text())
     assert set(results["eval"]) == {"eval_base", "eval_srt"}
     assert results["final_accuracy"] == results["srt_accuracy"]
-    cfg = json.loads((tmp_path / "srt" / "config.json").read_text())
+    cfg = json.loads((tmp_path / "srt" / "run_config.json").read_text())
     n1, rev = cfg["n1"], cfg["num_revisions"]
     assert results["generations_by"] == {"y_init": 3 * n1, "revisions": 3 * n1 * rev}
     assert results["phase1"]["questions"] == n1
@@ -155,10 +155,10 @@ def main_error(argv) -> str:
 
 
 def saved_run(out: Path, *flags) -> Path:
-    """A run folder as train.py leaves it after a checkpoint: config.json, checkpoint/state.pt, results."""
+    """A run folder as train.py leaves it after a checkpoint: run_config.json, checkpoint/state.pt, results."""
     out.mkdir(parents=True)
     cfg = config.parse_args(["--preset", "smoke", "--out", str(out), *flags])
-    (out / "config.json").write_text(json.dumps(train.dataclasses.asdict(cfg)))
+    (out / "run_config.json").write_text(json.dumps(train.dataclasses.asdict(cfg)))
     (out / "checkpoint").mkdir()
     (out / "checkpoint" / "state.pt").write_bytes(b"not read: the settings are checked first")
     (out / "results.json").write_text('{"final_accuracy": 0.5}')
@@ -181,9 +181,9 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
     message = main_error(["--preset", "smoke", "--out", str(out), "--resume", "--p2-lr", "0.5"])
     assert "p2_lr" in message and "0.5" in message
     # how a run runs (threads, the parallel strategy) may change on resume; a newer setting counts as its default
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "run_config.json").read_text())
     del cfg["eval_extra_n"]
-    (out / "config.json").write_text(json.dumps(cfg))
+    (out / "run_config.json").write_text(json.dumps(cfg))
     run_py.prepare_out(config.parse_args(["--preset", "smoke", "--out", str(out), "--resume", "--threads", "1"]),
                        parallel.Dist(device=torch.device("cpu")))
 
@@ -424,7 +424,7 @@ def test_saving_the_model_again_never_leaves_the_run_without_model(tmp_path, mic
 
 
 def test_text_files_are_fsynced_before_the_rename(tmp_path, monkeypatch):
-    """config.json and results.json: written to a temporary file, fsynced, renamed, the folder fsynced."""
+    """run_config.json and results.json: written to a temporary file, fsynced, renamed, the folder fsynced."""
     events, fsync, replace = [], run_py.os.fsync, run_py.os.replace
     monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
     monkeypatch.setattr(atomic.os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
@@ -445,7 +445,7 @@ def test_two_stage_srt_runs_both_stages(tmp_path):
     p1 = next(r for r in rows if r["phase"] == "p1_sample")
     assert p1["stage2"] == 3 and p1["stage1"] == p1["kept"] and p1["stage1"] + 3 <= p1["verified"]
     stage1, stage2 = [r for r in rows if r["phase"] == "p1"], [r for r in rows if r["phase"] == "p1_rev"]
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "run_config.json").read_text())
     assert len(stage1) == -(-p1["stage1"] // cfg["srt_batch_size"]) * cfg["srt_epochs"]
     assert len(stage2) == -(-3 // cfg["srt_batch_size"]) * cfg["srt_epochs"]
     assert rows.index(stage1[-1]) < rows.index(stage2[0])  # stage 2 after stage 1
@@ -474,7 +474,7 @@ def test_the_authors_recipe_runs_in_the_smoke_preset(tmp_path):
     proc = run_cli(["--preset", "smoke", "--out", str(out), "--n-eval", "4", "--p2-steps", "1",
                     "--srt-stage2-size", "2", *flags], timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "run_config.json").read_text())
     assert all(cfg[k] == v for k, v in recipe.items())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"p1", "p1_rev", "p2"} <= {r["phase"] for r in rows}
