@@ -23,6 +23,7 @@ import distill
 import parallel
 import revise
 import teacher_context
+import tracking
 from run import METHOD_STAGES, parse_betas, parse_teacher
 
 REPO = Path(__file__).resolve().parent
@@ -165,7 +166,10 @@ class Config:
     save_every: int = knob(0, "checkpoint every N optimizer steps inside a phase (0: only between stages)")
     resume: bool = knob(False, "continue the run in --out from its checkpoint")
     log_samples: int = knob(2, "samples per step written to samples.jsonl")
-    wandb: str = knob("", "log to this Weights & Biases project (needs `pip install wandb`)")
+    report_to: str = knob("none", "where metrics.jsonl's rows also go: none | any comma-separated of wandb, "
+                          "tensorboard (event files in --out/tensorboard), trackio; each needs its package "
+                          "(pip install wandb / tensorboard / trackio); tracking.py")
+    project: str = knob("sdzero", "the wandb / Trackio project of --report-to")
     threads: int = knob(0, "torch CPU threads (0 = all cores)")
     precision: str = knob("auto", "auto (bf16 on CUDA, else fp32) | bf16 (fp32 weights and optimizer, bf16 autocast "
                           "for sampling and losses, the teacher stored in bf16, an EMA teacher in fp32) | fp32")
@@ -404,6 +408,7 @@ def check_config(cfg: Config) -> None:
             "base weights fit one GPU, which is what FSDP2 exists to avoid (lora.py)")
     check_budget(cfg)
     parse_teacher(cfg.teacher)
+    tracking.check_installed(tracking.parse_report_to(cfg.report_to))  # on every rank, before the model loads
     if not cfg.temperature > 0:  # GRPO divides logits by it; Phase 1's revisions of one y_init would be copies
         bad("--temperature", f"{cfg.temperature} is not > 0: training rollouts are sampled (greedy decoding is "
             "for evaluation: --eval-temperature 0)")

@@ -37,6 +37,7 @@ import revise
 import sdzero
 import tasks
 import teacher_context
+import tracking
 import verify
 from atomic import atomic_replace_dir, atomic_torch_save, atomic_write_text
 
@@ -97,30 +98,24 @@ def mean(xs) -> float | None:
 
 
 class RunLog:
-    """metrics.jsonl (one object per step), samples.jsonl, optional wandb, one printed line per step.
-    Under torchrun only rank 0 logs (main=False: every call is a no-op)."""
+    """metrics.jsonl (one object per step), samples.jsonl, the --report-to trackers (tracking.py), one printed
+    line per step. Under torchrun only rank 0 logs (main=False: every call is a no-op)."""
 
     def __init__(self, cfg, out: Path, main: bool = True):
         self.main = main
-        self.wandb = None
         if not main:
             return
         self.metrics = open(out / "metrics.jsonl", "a")
         self.samples = open(out / "samples.jsonl", "a")
-        if cfg.wandb:
-            try:
-                import wandb
-            except ImportError:
-                raise SystemExit("--wandb: the wandb package is not installed (`pip install wandb`)") from None
-            self.wandb = wandb.init(project=cfg.wandb, config=dataclasses.asdict(cfg), name=out.name)
+        self.trackers = tracking.Trackers(tracking.parse_report_to(cfg.report_to), cfg.project, out, out.name,
+                                          dataclasses.asdict(cfg), cfg.resume)
 
     def step(self, row: dict, line: str | None = None) -> None:
         if not self.main:
             return
         self.metrics.write(json.dumps(row) + "\n")
         self.metrics.flush()
-        if self.wandb is not None:
-            self.wandb.log({f"{row['phase']}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
+        self.trackers.log(row)
         if line:
             tqdm.write(line)
 
@@ -142,6 +137,15 @@ class RunLog:
                 f.flush()
                 os.truncate(f.name, n)
                 f.seek(0, os.SEEK_END)  # tell() must see the new end
+            with open(self.metrics.name) as f:  # the trackers too: TensorBoard is rewritten from the rows kept
+                self.trackers.rewind([json.loads(line) for line in f if line.strip()])
+
+    def close(self) -> None:
+        """At the run's end (not in a finally: a crashed run stays marked unfinished in the trackers)."""
+        if self.main:
+            self.trackers.close()
+            self.metrics.close()
+            self.samples.close()
 
 
 # ------------------------------------------------------------------------------ stages, state, data order
@@ -322,15 +326,16 @@ class Run:
                                                                      self.cfg.enable_thinking)
         return self._prompt_cache[ex.question]
 
-    def rollouts(self, prompts: list[list[int]], seeds: list[int], answers: list, max_new_tokens: int,
-                 stage: str, desc: str) -> tuple[list[sdzero.Rollout], list[int]]:
+    def rollouts(self, prompts: list[list[int]], seeds: list[int], examples: list[tasks.Example],
+                 max_new_tokens: int, stage: str, desc: str) -> tuple[list[sdzero.Rollout], list[int]]:
         """rollout_verdicts with the verdicts as rewards r in {0, 1}."""
-        ys, verdicts = self.rollout_verdicts(prompts, seeds, answers, max_new_tokens, stage, desc)
+        ys, verdicts = self.rollout_verdicts(prompts, seeds, examples, max_new_tokens, stage, desc)
         return ys, [int(v.correct) for v in verdicts]
 
-    def rollout_verdicts(self, prompts: list[list[int]], seeds: list[int], answers: list, max_new_tokens: int,
-                         stage: str, desc: str) -> tuple[list[sdzero.Rollout], list[verify.Verdict]]:
-        """Sample one response per prompt and verify it: (rollouts, verdicts) in prompt order. Under torchrun
+    def rollout_verdicts(self, prompts: list[list[int]], seeds: list[int], examples: list[tasks.Example],
+                         max_new_tokens: int, stage: str, desc: str) -> tuple[list[sdzero.Rollout], list[verify.Verdict]]:
+        """Sample one response per prompt and verify it against its example (the task's verifier, or --reward):
+        (rollouts, verdicts) in prompt order. Under torchrun
         each rank samples and verifies its share of the prompts and every rank receives all of them; row i
         samples with seeds[i] wherever it runs, so the result does not depend on the world size. stage (p1,
         p2, baseline, eval) picks the sampling settings: --temperature (--eval-temperature), --STAGE-top-p,
@@ -354,9 +359,13 @@ class Run:
                                  compile=False if d.strategy == "fsdp" else None)
         if p1_stops:  # the stop is cut and the end of turn put in its place
             ys = [sdzero.end_at_stop(self.tok, y, self.p1_stop_ids, stop_strings or [], self.eot_id) for y in ys]
-        vs = verify.verdicts([y.text for y in ys], [answers[i] for i in mine], cfg.task)
+        vs = self.verdicts([y.text for y in ys], [examples[i] for i in mine])
         both = parallel.gather(d, len(prompts), mine, list(zip(ys, vs)))
         return [y for y, _ in both], [r for _, r in both]
+
+    def verdicts(self, responses: list[str], examples: list[tasks.Example]) -> list[verify.Verdict]:
+        """The verdict on each response: the task's verifier (verify.verdicts)."""
+        return verify.verdicts(responses, [ex.answer for ex in examples], self.cfg.task)
 
     def sampling_model(self):
         """The weights rollouts read. With bf16 (one process or DDP): a bf16 copy, refreshed from the fp32

@@ -98,7 +98,7 @@ def evaluate_rows(run: Run, name: str, rows: list, max_new_tokens: int, label: s
     seeds = [derive_seed(cfg.seed, "eval", name, label, i) if label else derive_seed(cfg.seed, "eval", name, i)
              for i in range(len(prompts))]
     t0 = time.time()
-    rollouts, correct = run.rollouts(prompts, seeds, [rows[i // k].answer for i in range(len(prompts))],
+    rollouts, correct = run.rollouts(prompts, seeds, [rows[i // k] for i in range(len(prompts))],
                                      max_new_tokens, "eval", f"eval {name} {label}".rstrip())
     per_q = [sum(correct[j * k:(j + 1) * k]) for j in range(len(rows))]
     result = {
@@ -131,7 +131,7 @@ def evaluate_reviser(run: Run, name: str, rows: list, rollouts: list, correct: l
     contexts = [revise.reviser_context_ids(run.tok, y.prompt_ids, y.response_ids, r, cfg.phrase_style, run.end_ids)
                 for y, r in zip(rollouts, correct)]
     _, fixed = run.rollouts(contexts, [derive_seed(cfg.seed, "eval_revise", name, i) for i in range(len(contexts))],
-                            [rows[i // k].answer for i in range(len(contexts))], max_new_tokens, "eval",
+                            [rows[i // k] for i in range(len(contexts))], max_new_tokens, "eval",
                             f"eval {name} reviser")
     return {"n_r0": correct.count(0), "n_r1": correct.count(1),
             "r0_corrected": mean(f for f, r in zip(fixed, correct) if r == 0),
@@ -159,7 +159,7 @@ def phase1_sample(run: Run) -> None:
     t0 = time.time()
     prompts = [run.prompt_ids(ex) for ex in rows]
     seeds = [derive_seed(cfg.seed, "p1_init", n // k, *([n % k] if n % k else [])) for n in range(len(rows))]
-    y_init, r_init = run.rollouts(prompts, seeds, [ex.answer for ex in rows], cfg.max_new_tokens, "p1",
+    y_init, r_init = run.rollouts(prompts, seeds, rows, cfg.max_new_tokens, "p1",
                                   "phase 1: y_init")
     # Revise every y_init (paper) or only the wrong ones (authors' code, --no-revise-correct).
     todo = [i for i in range(len(rows)) if cfg.revise_correct or r_init[i] == 0]
@@ -171,7 +171,7 @@ def phase1_sample(run: Run) -> None:
             contexts.append(ctx)
             owners.append((i, j))
     y_rev, r_rev = run.rollouts(contexts, [derive_seed(cfg.seed, "p1_rev", i, j) for i, j in owners],
-                                [rows[i].answer for i, _ in owners], cfg.max_new_tokens, "p1", "phase 1: revisions")
+                                [rows[i] for i, _ in owners], cfg.max_new_tokens, "p1", "phase 1: revisions")
     verified = [(i, y_init[i].response_ids, y.response_ids) for y, r, (i, _) in zip(y_rev, r_rev, owners) if r == 1]
     tuples, curation = curate_tuples(run, rows, verified)
     if cfg.srt_variant == "two-stage":
@@ -377,7 +377,7 @@ def phase2_step(run: Run, step: int, cursor: EpochCursor, loss_fn: distill.Disti
     prompts = [run.prompt_ids(ex) for ex in batch]
     # 2a. One on-policy sample per question, and its verdict.
     ys, verdicts = run.rollout_verdicts(prompts, [derive_seed(cfg.seed, "p2", step, i) for i in range(len(batch))],
-                                        [ex.answer for ex in batch], cfg.max_new_tokens, "p2", "phase 2: samples")
+                                        batch, cfg.max_new_tokens, "p2", "phase 2: samples")
     rs = [int(v.correct) for v in verdicts]
     run.count_generations("p2", len(ys))
     t_gen = time.time() - t0
@@ -580,6 +580,7 @@ def train(cfg: config.Config, d: parallel.Dist, t_start: float, commit: str | No
         run.save_checkpoint()
     results = write_results(run, t_start, commit) if d.main else None
     save_model(run, model_card.model_card(dataclasses.asdict(cfg), results) if d.main else None)
+    run.log.close()
     if not d.main:
         return {}
     print_table(results)
