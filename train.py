@@ -66,9 +66,9 @@ import revise
 import sdzero
 import tasks
 import teacher_context
-from run import (EpochCursor, Run, derive_seed, final_stage, fmt, git_commit, loggable, mean, method_stages,
-                 optimizer_step, parse_teacher, peak_memory_mib, prepare_out, print_table, save_model, train_loop,
-                 write_results)
+from run import (EpochCursor, Run, derive_seed, final_stage, fmt, loggable, mean, method_stages, optimizer_step,
+                 parse_teacher, peak_memory_mib, train_loop)
+from run_folder import git_commit, prepare_out, print_table, save_model, write_results
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -580,7 +580,7 @@ def train(cfg: config.Config, d: parallel.Dist, t_start: float, commit: str | No
         run.save_checkpoint()
     results = write_results(run, t_start, commit) if d.main else None
     save_model(run, model_card.model_card(dataclasses.asdict(cfg), results) if d.main else None)
-    run.log.close()
+    run.close()
     if not d.main:
         return {}
     print_table(results)

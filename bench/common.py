@@ -4,7 +4,7 @@
 again and only the missing work runs: a finished run with the same flags is reused, an interrupted one is
 resumed, and a folder holding another command's run is refused, never mixed into a table or overwritten.
 Each run's flags are kept in `<folder>.cmd.json` beside its folder (train.py wants an empty --out).
-`commit()` (run.git_commit) and `machine()` name the code and the hardware that produced a result.
+`commit()` (run_folder.git_commit) and `machine()` name the code and the hardware that produced a result.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ TRAIN = [sys.executable, str(REPO / "train.py")]
 if str(REPO) in sys.path:
     sys.path.remove(str(REPO))
 sys.path.insert(0, str(REPO))
-from run import git_commit as commit  # noqa: E402, F401  (one copy: the commit train.py writes in results.json)
+from run_folder import git_commit as commit  # noqa: E402, F401  (one copy: the commit train.py writes in results.json)
 
 
 def marker_path(out: Path) -> Path:

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 import config
 import parallel
-import run as run_py
+import run_folder
 import train
 from test_train import untimed
 
@@ -129,7 +129,7 @@ def test_a_run_saved_under_the_old_name_resumes(tmp_path):
     cfg = config.parse_args(["--preset", "smoke", "--out", str(out), "--resume"])
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
     d = parallel.Dist(device=torch.device("cpu"))
-    run_py.prepare_out(cfg, d)
+    run_folder.prepare_out(cfg, d)
     changed = config.parse_args(["--preset", "smoke", "--out", str(out), "--resume", "--p2-lr", "0.5"])
     with pytest.raises(SystemExit, match="p2_lr"):
-        run_py.prepare_out(changed, d)
+        run_folder.prepare_out(changed, d)

@@ -17,6 +17,7 @@ import atomic
 import config
 import parallel
 import run as run_py
+import run_folder
 import train
 import verify
 
@@ -184,7 +185,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path):
     cfg = json.loads((out / "run_config.json").read_text())
     del cfg["eval_extra_n"]
     (out / "run_config.json").write_text(json.dumps(cfg))
-    run_py.prepare_out(config.parse_args(["--preset", "smoke", "--out", str(out), "--resume", "--threads", "1"]),
+    run_folder.prepare_out(config.parse_args(["--preset", "smoke", "--out", str(out), "--resume", "--threads", "1"]),
                        parallel.Dist(device=torch.device("cpu")))
 
 
@@ -408,7 +409,7 @@ def test_saving_the_model_again_never_leaves_the_run_without_model(tmp_path, mic
 
     run = BareRun(AutoModelForCausalLM.from_pretrained(micro_model_dir), tok=AutoTokenizer.from_pretrained(micro_model_dir),
                   out=tmp_path, dist=parallel.Dist(device=torch.device("cpu")))
-    run_py.save_model(run)
+    run_folder.save_model(run)
     with torch.no_grad():
         for p in run.student.model.parameters():
             p.add_(1.0)
@@ -416,7 +417,7 @@ def test_saving_the_model_again_never_leaves_the_run_without_model(tmp_path, mic
     present = (tmp_path / "model" / "config.json").exists
     monkeypatch.setattr(run_py.shutil, "rmtree", lambda *a, **k: (seen.append(present()), rmtree(*a, **k))[1])
     monkeypatch.setattr(run_py.os, "replace", lambda *a, **k: (seen.append(present()), replace(*a, **k))[1])
-    run_py.save_model(run)
+    run_folder.save_model(run)
     assert seen and all(seen), seen
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), run.student.model.state_dict().values()))
@@ -582,7 +583,7 @@ def test_bf16_rollouts_read_a_fresh_bf16_copy(tmp_path):
     for p_s, p in zip(sampler.parameters(), run.student.model.parameters()):
         assert p.dtype == torch.float32 and torch.equal(p_s, p.to(torch.bfloat16))
     prompts = [run.prompt_ids(ex) for ex in run.data["eval"][:2]]
-    ys, rs = run.rollouts(prompts, [1, 2], [ex.answer for ex in run.data["eval"][:2]], 4, "p2", "t")
+    ys, rs = run.rollouts(prompts, [1, 2], run.data["eval"][:2], 4, "p2", "t")
     assert len(ys) == 2 and set(rs) <= {0, 1}
     fp32 = run_py.Run(config.parse_args(["--preset", "smoke", "--out", str(tmp_path / "r")]))
     assert fp32.sampling_model() is fp32.student.model  # fp32 runs sample from the model itself
