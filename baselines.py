@@ -143,7 +143,7 @@ def rft_sample(run: Run) -> None:
     prompts = [run.prompt_ids(ex) for ex in rows]
     ys, rs = run.rollouts([p for p in prompts for _ in range(k)],
                           [derive_seed(cfg.seed, "rft", i, j) for i in range(len(rows)) for j in range(k)],
-                          [ex.answer for ex in rows for _ in range(k)], cfg.max_new_tokens, "baseline",
+                          [ex for ex in rows for _ in range(k)], cfg.max_new_tokens, "baseline",
                           "rft: samples")
     run.count_generations("rft", len(ys))
     data, solved = [], 0
@@ -221,7 +221,7 @@ def grpo_step(run: Run, step: int, cursor: EpochCursor) -> dict:
         run.state.grpo_cursor += need
         prompts = [run.prompt_ids(pool[q]) for q in qs for _ in range(n)]
         ys, rs = run.rollouts(prompts, [derive_seed(cfg.seed, "grpo", step, rnd, i) for i in range(len(prompts))],
-                              [pool[q].answer for q in qs for _ in range(n)], cfg.max_new_tokens, "baseline",
+                              [pool[q] for q in qs for _ in range(n)], cfg.max_new_tokens, "baseline",
                               "grpo: rollouts")
         run.count_generations("grpo", len(ys))
         generated += len(ys)
