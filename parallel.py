@@ -4,6 +4,7 @@ plain single process.
 
     torchrun --standalone --nproc_per_node 8 train.py --task math ...                  # DDP (--parallel auto)
     torchrun --standalone --nproc_per_node 8 train.py --task math --parallel fsdp ...  # FSDP2 (the paper preset's)
+    Several machines: the same command on each, --nnodes N and a rendezvous in place of --standalone (README).
 
 What keeps a run independent of its world size (a run resumes on another number of GPUs, and one process
 and N processes train the same model up to float summation order):
