@@ -429,6 +429,13 @@ class Run:
     def load_checkpoint(self) -> dict:
         ckpt = torch.load(self.out / "checkpoint" / "state.pt", map_location="cpu", weights_only=False)
         self.state = RunState(**ckpt["state"])
+        # Every rank reads the checkpoint; on several machines a node-local --out may hold another one (README,
+        # "Several machines"): the ranks would resume from different states.
+        d, mark = self.dist, (self.state.stage, self.state.step, self.state.generations)
+        marks = parallel.gather(d, d.world, [d.rank], [mark])
+        if len(set(marks)) > 1:
+            raise SystemExit(f"--resume: the processes read different checkpoints in {self.out} (stage, step, "
+                             f"generations of each rank: {marks}); --out must be one folder that every node sees")
         self.log.truncate(ckpt.get("log_sizes"))
         if ckpt.get("lora"):  # saved inside a LoRA stage: the same adapter structure first, then its weights
             self.attach_adapter(self.state.stage)

@@ -1,6 +1,6 @@
 """An example --reward: physics answers with units, right when the dimensions match and the values agree.
 
-    python train.py --task math --dataset examples/physics.jsonl --n1 8 --n2 8 --n-eval 8 \\
+    python train.py --task math --method opsd --dataset examples/physics.jsonl --n1 8 --n2 8 --n-eval 8 \\
         --reward examples/units_reward.py:reward
 
 The contract of a --reward callable (verifiers/plugin.py): `reward(response: str, example: tasks.Example)`

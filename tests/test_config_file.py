@@ -133,3 +133,4 @@ def test_a_run_saved_under_the_old_name_resumes(tmp_path):
     changed = config.parse_args(["--preset", "smoke", "--out", str(out), "--resume", "--p2-lr", "0.5"])
     with pytest.raises(SystemExit, match="p2_lr"):
         run_folder.prepare_out(changed, d)
+

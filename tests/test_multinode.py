@@ -1,7 +1,8 @@
 """Two machines, simulated on this one: two torchrun node agents (--nnodes 2, one process each, gloo) meet over
 a localhost rendezvous and train what one process trains, rank 0 alone writing. Each "node" runs from its own
 folder with its own HOME, caches and temporary folder, so nothing node-local is shared; the code (and the micro
-model inside it) is the same checkout, as it must be on every machine. The smoke preset, as test_parallel.py."""
+model inside it) is the same checkout, as it must be on every machine. The smoke preset, as test_parallel.py.
+And a fast test: ranks that read different checkpoints on --resume (a node-local --out) are refused."""
 import json
 import os
 import signal
@@ -13,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+import config
+import parallel
+import run as run_py
+import train
 from test_parallel import ENV, REPO, assert_same_training, run
 
 SMOKE = ["--preset", "smoke"]
@@ -117,3 +122,17 @@ def test_two_nodes_static_node_rank_0_writes(one_process, tmp_path):
     assert json.loads((outs[0] / "results.json").read_text())["world_size"] == 2
     assert metric_lines(outs[0]) == metric_lines(one_process)
     assert_same_training(one_process, outs[0])
+
+
+def test_ranks_that_read_different_checkpoints_are_refused(tmp_path, monkeypatch):
+    """Several machines with a node-local --out: another rank's checkpoint at another step is one clear line
+    (the ranks' (stage, step, generations) are compared before anything is restored)."""
+    out = tmp_path / "run"
+    train.main(["--preset", "smoke", "--out", str(out), "--p2-steps", "2", "--n-eval", "4", "--threads", "1"])
+    cfg = config.parse_args(["--preset", "smoke", "--out", str(out), "--p2-steps", "2", "--n-eval", "4",
+                             "--threads", "1", "--resume"])
+    monkeypatch.setattr(parallel, "gather",
+                        lambda d, n, mine, values: [values[0], ("p2", 1, 40)])
+    with pytest.raises(SystemExit, match=r"--resume: the processes read different checkpoints in .* "
+                       r"\(stage, step, generations of each rank: \[\('done', 0, \d+\), \('p2', 1, 40\)\]\); --out must be one folder that every node sees"):
+        run_py.Run(cfg).load_checkpoint()
