@@ -1,7 +1,8 @@
 """The run's settings: Config (every flag, with the paper's value where it differs), the presets, the command
 line, and the checks that turn a bad flag into one clear line.
 
-Every flag is a Config field (`--p2-lr` is `p2_lr`); a preset sets defaults and explicit flags override it.
+Every flag is a Config field (`--p2-lr` is `p2_lr`); a preset sets defaults, a --config FILE (YAML or JSON, a
+run's own run_config.json too) overrides them, and flags on the command line override both.
 Choice lists come from the modules that own them (distill.DIVERGENCES, revise.CONTROL_PHRASES, ...), so a
 new divergence or phrase style is one edit in its own module.
 """

@@ -347,11 +347,10 @@ class Run:
     def rollout_verdicts(self, prompts: list[list[int]], seeds: list[int], examples: list[tasks.Example],
                          max_new_tokens: int, stage: str, desc: str) -> tuple[list[sdzero.Rollout], list[verify.Verdict]]:
         """Sample one response per prompt and verify it against its example (the task's verifier, or --reward):
-        (rollouts, verdicts) in prompt order. Under torchrun
-        each rank samples and verifies its share of the prompts and every rank receives all of them; row i
-        samples with seeds[i] wherever it runs, so the result does not depend on the world size. stage (p1,
-        p2, baseline, eval) picks the sampling settings: --temperature (--eval-temperature), --STAGE-top-p,
-        --STAGE-top-k, and for p1 --p1-stop."""
+        (rollouts, verdicts) in prompt order. Under torchrun each rank samples and verifies its share of the
+        prompts and every rank receives all of them; row i samples with seeds[i] wherever it runs, so the
+        result does not depend on the world size. stage (p1, p2, baseline, eval) picks the sampling settings:
+        --temperature (--eval-temperature), --STAGE-top-p, --STAGE-top-k, and for p1 --p1-stop."""
         d, cfg = self.dist, self.cfg
         if stage not in ("p1", "p2", "baseline", "eval"):
             raise ValueError(f"stage must be p1, p2, baseline or eval, got {stage!r}")
