@@ -1,6 +1,8 @@
 """--report-to (tracking.py): parsing, TensorBoard event files read back offline, wandb and Trackio through fake
 modules (neither is installed, nothing touches the network)."""
 import json
+import os
+import subprocess
 import sys
 import types
 
@@ -254,3 +256,34 @@ def test_a_missing_backend_stops_the_run_before_the_model_loads(tmp_path, monkey
     monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
     with pytest.raises(SystemExit, match=r"--report-to wandb: the wandb package is not installed \(pip install wandb\)"):
         config.parse_args(["--report_to", "tensorboard,wandb"])
+
+
+@pytest.mark.slow
+def test_the_real_wandb_and_trackio_packages(tmp_path):
+    """The two services through their real packages, offline (CI installs them for the slow tests): Trackio's
+    local database holds every number of metrics.jsonl at its step; wandb writes its offline run under the id
+    tracking.json keeps, with no error in its log."""
+    pytest.importorskip("wandb", reason="CI installs wandb for the slow tests (.ci/run)")
+    pytest.importorskip("trackio", reason="CI installs trackio for the slow tests (.ci/run)")
+    from test_train import run_cli
+    out = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", TRACKIO_DIR=str(tmp_path / "trackio"),
+               WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
+    proc = run_cli(["--preset", "smoke", "--out", str(out), "--p2-steps", "2", "--n-eval", "4", "--eval-every", "1",
+                    "--report-to", "wandb,trackio", "--threads", "1"], env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    t = tracking.Trackers((), "p", tmp_path, "x", {}, resume=False)
+    want = sorted((step, tag, v) for r in rows for _, step, values in [t._point(r)] for tag, v in values.items())
+    code = ("import json, sys; from trackio.sqlite_storage import SQLiteStorage as S; "
+            "print(json.dumps(S.get_logs('sdzero', run='run')))")
+    logs = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                     check=True).stdout)
+    got = sorted((log["step"], k, v) for log in logs for k, v in log.items() if k not in ("step", "timestamp"))
+    assert [(s, k) for s, k, _ in got] == [(s, k) for s, k, _ in want]
+    assert [v for *_, v in got] == pytest.approx([v for *_, v in want], rel=1e-12)
+    state = json.loads((out / "tracking.json").read_text())
+    assert state["trackio_name"] == "run"
+    runs = list((out / "wandb").glob(f"offline-run-*-{state['wandb_id']}/run-{state['wandb_id']}.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 1000
+    assert "ERROR" not in (out / "wandb" / "debug.log").read_text()
