@@ -76,21 +76,24 @@ def diagnostics(out: Path, results: dict) -> dict:
 
 
 def curve(results: dict, out: Path | None = None) -> list[tuple[int, float]]:
-    """(training generations, held-out accuracy) at each evaluation of a run: the evaluations between stages
-    and, when the run had --eval-every, the learning curve's points inside them (metrics.jsonl's eval rows
-    with a step), in order of generations."""
+    """(training generations, held-out accuracy) at each evaluation of a run, in the order they were made:
+    the evaluations between stages and, when the run had --eval-every, the learning curve's points inside the
+    stages (metrics.jsonl's eval rows with a step; Phase 1's before the evaluation after it). A stage that
+    trains on samples drawn before it (SRT, RFT) adds points at one number of generations."""
     ev, by = results["eval"], results["generations_by"]
-    points = [(0, ev["eval_base"]["avg@k"])]
-    if "eval_srt" in ev:
-        points.append((by.get("y_init", 0) + by.get("revisions", 0), ev["eval_srt"]["avg@k"]))
+    inside = {"p1": [], "later": []}
     if out is not None and (out / "metrics.jsonl").exists():
         for line in (out / "metrics.jsonl").read_text().splitlines():
             r = json.loads(line)
             if r["phase"] == "eval" and "step" in r:
-                points.append((r["generations"], r["avg@k"]))
+                inside["p1" if r["stage"] in ("p1", "p1_rev") else "later"].append((r["generations"], r["avg@k"]))
+    points = [(0, ev["eval_base"]["avg@k"]), *inside["p1"]]
+    if "eval_srt" in ev:
+        points.append((by.get("y_init", 0) + by.get("revisions", 0), ev["eval_srt"]["avg@k"]))
+    points += inside["later"]
     if "eval_final" in ev:
         points.append((results["generations"], ev["eval_final"]["avg@k"]))
-    return sorted(points, key=lambda p: p[0])
+    return points
 
 
 def summarise(rows: list[dict]) -> dict:

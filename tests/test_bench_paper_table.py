@@ -46,7 +46,8 @@ if method != "base":
 rows = [{"phase": "p2", "kl_r0": 0.2, "kl_r1": 0.1, "response_len": 9.0, "reward_mean": 0.5}] * 6 \
     if method in ("sdzero", "p2only", "opsd", "sdpo") else []
 rows += [{"phase": "grpo", "loss": 0.1, "reward_mean": 0.5, "groups_kept": 2}] * 3 if method == "grpo" else []
-if "--eval-every" in argv and method == "sdzero":  # one learning-curve point inside Phase 2
+if "--eval-every" in argv and method == "sdzero":  # a learning-curve point inside each phase
+    rows.append({"phase": "eval", "stage": "p1", "step": 2, "generations": budget * 3 // 4, "avg@k": 0.45})
     rows.append({"phase": "eval", "stage": "p2", "step": 2, "generations": budget - 10, "avg@k": 0.65})
 (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 (out / "results.json").write_text(json.dumps({
@@ -98,14 +99,15 @@ def test_paper_table_runs_reuses_and_refuses(tmp_path, fake_train):
 
 
 def test_paper_table_draws_learning_curves_with_eval_every(tmp_path, fake_train):
-    """--eval-every N reaches every trained run, and its points join the curve in order of generations."""
+    """--eval-every N reaches every trained run, and its points join the curve in the order they were made:
+    Phase 1's (at Phase 1's generations, like the SRT evaluation after them) before the SRT evaluation."""
     runs, results = tmp_path / "runs", tmp_path / "results"
     table = paper_table.main(["--methods", "base", "sdzero", "--seeds", "0", "--budget", "80", "--threads", "1",
                               "--eval-every", "2", "--runs", str(runs), "--results", str(results)])
     assert flags_of(runs / "sdzero-s0")[-2:] == ["--eval-every", "2"]
     assert "--eval-every" not in flags_of(runs / "base-s0")  # nothing to train, nothing to curve
     sd = next(r for r in table["rows"] if r["method"] == "sdzero")
-    assert sd["curve"] == [(0, 0.5), (60, 0.6), (70, 0.65), (80, 0.7)]
+    assert sd["curve"] == [(0, 0.5), (60, 0.45), (60, 0.6), (70, 0.65), (80, 0.7)]
     assert (results / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
