@@ -13,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
+import run_folder
 import sdzero
+from data.load import split_hub_id
 from data.registry import REGISTRY
 
 # The Hub model each embedded alias was converted from (sdzero.EMBEDDED: a quantised GGUF of it).
@@ -31,9 +33,6 @@ METHODS = {
     "grpo": "GRPO, the paper's baseline",
     "base": "no training (the base model, evaluated)",
 }
-
-SHORT = {"sdzero": "SD-Zero", "srt": "SRT", "p2only": "Phase 2 only", "opsd": "OPSD", "sdpo": "SDPO", "rft": "RFT",
-         "grpo": "GRPO", "base": "base"}
 
 CITATION = """@article{he2026sdzero,
   title   = {Self-Distillation Zero: Self-Revision Turns Binary Rewards Into Dense Supervision},
@@ -54,8 +53,8 @@ def hub_dataset(dataset: str) -> str | None:
     """The Hub id of --dataset: a named one's, an owner/name[:config][@split], else None (embedded, local)."""
     if dataset in REGISTRY:
         return REGISTRY[dataset].hub_id
-    repo = dataset.split("@")[0].split(":")[0]
-    return repo if HUB_ID.fullmatch(repo) and not Path(dataset).exists() else None
+    parts = split_hub_id(dataset)
+    return parts[0] if parts and not Path(dataset).exists() else None
 
 
 def front_matter(cfg: dict) -> dict:
@@ -74,8 +73,7 @@ def results_table(results: dict) -> str:
     ev = results["eval"]
     k = ev["eval_base"]["k"]
     lines = [f"| model | avg@{k} | pass@{k} | response length (tokens) |", "|---|---|---|---|"]
-    for stage, label in (("eval_base", "base"), ("eval_srt", "after Phase 1 (SRT)"),
-                         ("eval_final", f"after {SHORT[results['method']]}")):
+    for stage, label, _ in run_folder.stage_labels(results["method"]):  # the rows train.py prints
         if stage in ev:
             e = ev[stage]
             lines.append(f"| {label} | {e['avg@k']:.3f} | {e['pass@k']:.3f} | {e['response_len']:.1f} |")

@@ -90,13 +90,21 @@ def write_results(run: Run, t_start: float, commit: str | None) -> dict:
     return results
 
 
+FINAL_LABELS = {"sdzero": "after Phase 2 (SD-Zero)", "rft": "after RFT", "grpo": "after GRPO",
+                "p2only": "after Phase 2, no SRT", "opsd": "after OPSD", "sdpo": "after SDPO"}
+
+
+def stage_labels(method: str) -> tuple[tuple[str, str, str], ...]:
+    """(stage, label, short name) of the evaluations a run of `method` reports: the printed table's rows and
+    the model card's."""
+    return (("eval_base", "base", "base"), ("eval_srt", "after Phase 1 (SRT)", "SRT"),
+            ("eval_final", FINAL_LABELS.get(method), method))
+
+
 def print_table(results: dict) -> None:
     ev = results["eval"]
     k = ev["eval_base"]["k"]
-    final = {"sdzero": "after Phase 2 (SD-Zero)", "rft": "after RFT", "grpo": "after GRPO",
-             "p2only": "after Phase 2, no SRT", "opsd": "after OPSD", "sdpo": "after SDPO"}.get(results["method"])
-    stages = (("eval_base", "base", "base"), ("eval_srt", "after Phase 1 (SRT)", "SRT"),
-              ("eval_final", final, results["method"]))
+    stages = stage_labels(results["method"])
     print(f"\n{'model':<24}{'avg@' + str(k):>10}{'pass@' + str(k):>10}{'length':>9}")
     for name, label, _ in stages:
         if name in ev:

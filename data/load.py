@@ -134,6 +134,15 @@ def _registry_source(name: str, split: str, verify_gold: bool = True) -> Source:
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?(@[\w.-]+)?$")
 
 
+def split_hub_id(dataset: str) -> tuple[str, str | None, str | None] | None:
+    """owner/name[:config][@split] -> (owner/name, config, split), None for another form."""
+    if not _HUB_ID.match(dataset):
+        return None
+    rest, _, split = dataset.partition("@")
+    hub_id, _, config = rest.partition(":")
+    return hub_id, config or None, split or None
+
+
 def _local_rows(path: str, question_field: str, answer_field: str) -> list[dict]:
     p = Path(path)
     if not p.exists():
@@ -198,14 +207,12 @@ def dataset_sources(task: str, dataset: str, role: str, question_field: str, ans
         if Path(dataset).suffix not in (".jsonl", ".parquet"):
             raise ValueError(f"--dataset {dataset}: local files must be .jsonl or .parquet")
         return _local_source(task, dataset, question_field, answer_field, verify_gold), None
-    if _HUB_ID.match(dataset):
+    if split_hub_id(dataset):
         if task != "math":
             raise ValueError(f"--dataset {dataset}: code datasets must be registry names ({', '.join(_names('code'))}), "
                              "since each needs its own test mapping")
-        rest, _, split = dataset.partition("@")
-        hub_id, _, config = rest.partition(":")
-        ds, where = _hub_split(dataset, hub_id, config or None, split or None,
-                               fields=(question_field, answer_field))
+        hub_id, config, split = split_hub_id(dataset)
+        ds, where = _hub_split(dataset, hub_id, config, split, fields=(question_field, answer_field))
         mapper = math_row(question_field, answer_field)
         return Source(dataset, ds, lambda row, i: convert_row("math", mapper, None, row, dataset, i, verify_gold),
                       where), None

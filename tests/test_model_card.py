@@ -23,7 +23,7 @@ def test_a_run_writes_a_card_with_its_results_config_and_commit(tmp_path):
     assert "base_model" not in meta  # a local folder is no Hub id
     assert "datasets" not in meta  # the embedded arithmetic is on no Hub
     ev = res["eval"]
-    for stage, label in (("eval_base", "base"), ("eval_srt", "after Phase 1 (SRT)"), ("eval_final", "after SD-Zero")):
+    for stage, label in (("eval_base", "base"), ("eval_srt", "after Phase 1 (SRT)"), ("eval_final", "after Phase 2 (SD-Zero)")):
         e = ev[stage]
         assert f"| {label} | {e['avg@k']:.3f} | {e['pass@k']:.3f} | {e['response_len']:.1f} |" in body
     saved = json.loads((out / "run_config.json").read_text())
@@ -49,4 +49,4 @@ def test_front_matter_names_the_hub_base_model_and_datasets(tmp_path):
 
 
 def test_every_method_has_a_description():
-    assert set(model_card.METHODS) == set(model_card.SHORT) == set(config.CHOICES["method"])
+    assert set(model_card.METHODS) == set(config.CHOICES["method"])
