@@ -33,6 +33,11 @@ def knob(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
+def field_type(f: dataclasses.Field) -> type:
+    """A Config field's type (the annotations are strings under `from __future__ import annotations`)."""
+    return {"bool": bool, "int": int, "float": float, "str": str}.get(f.type, f.type)
+
+
 @dataclass
 class Config:
     # what to run
@@ -289,9 +294,7 @@ def read_config_file(path: str) -> dict:
         if name == "learning_rate":
             values[name] = _typed(path, key, float, value)
         elif name in fields:
-            typ = fields[name].type
-            values[name] = _typed(path, key, {"bool": bool, "int": int, "float": float, "str": str}.get(typ, typ),
-                                  value)
+            values[name] = _typed(path, key, field_type(fields[name]), value)
         else:
             near = difflib.get_close_matches(name, names, n=1)
             raise SystemExit(f"--config {path}: unknown setting {key!r}"
@@ -330,29 +333,29 @@ def parse_args(argv=None) -> Config:
                    "own run_config.json: it reproduces that run")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
+        if field_type(f) is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
         else:
-            typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
             choices = list(PRESETS) if f.name == "preset" else None
-            p.add_argument(flag, type=typ, default=argparse.SUPPRESS, choices=choices,
+            p.add_argument(flag, type=field_type(f), default=argparse.SUPPRESS, choices=choices,
                            help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
     argv, learning_rate = our_spelling(list(sys.argv[1:] if argv is None else argv))
     given = vars(p.parse_args(argv))
-    file_values = read_config_file(given.pop("config")) if given.get("config") else {}
-    given.pop("config", None)
+    path = given.pop("config", None)
+    file_values = read_config_file(path) if path else {}
     if learning_rate is not None:  # TRL's --learning_rate: every learning rate not set explicitly
         try:
-            lr = float(learning_rate)
+            given["learning_rate"] = float(learning_rate)
         except ValueError:
             raise SystemExit(f"--learning_rate: {learning_rate!r} is not a number") from None
-        for name in LEARNING_RATES:
-            given.setdefault(name, lr)
-    file_lr = file_values.pop("learning_rate", None)  # the file's own: every learning rate the file does not set
-    for name in LEARNING_RATES if file_lr is not None else ():
-        file_values.setdefault(name, file_lr)
-    given = {**file_values, **given}  # the command line overrides the file
+    # learning_rate, on the command line or in the file: the default of each learning rate the same source
+    # does not set; then the command line overrides the file.
+    for source in (given, file_values):
+        lr = source.pop("learning_rate", None)
+        for name in LEARNING_RATES if lr is not None else ():
+            source.setdefault(name, lr)
+    given = {**file_values, **given}
     preset = given.get("preset", "demo")
     if preset not in PRESETS:
         raise SystemExit(f"--preset: {preset!r} is not one of {', '.join(PRESETS)}")
