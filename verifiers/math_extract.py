@@ -26,8 +26,47 @@ _LIST_GAP_RE = re.compile(r"(?:[\s$,;&~]|\\[()\[\],;:! ]|\\\\|\\q?quad(?![A-Za-z
                           re.IGNORECASE)
 _HEDGE_GAP_RE = re.compile(r"\b(?:or|maybe|possibly|perhaps|alternatively|otherwise|either|(?:could|might)\s+also)\b"
                            r"|\\lor(?![A-Za-z])|\\vee(?![A-Za-z])", re.IGNORECASE)
-_RETRACT_RE = re.compile(r"\b(?:wrong|incorrect|not\s+(?:right|correct|the\s+answer)|a\s+mistake|scratch\s+that)\b",
-                         re.IGNORECASE)
+# Retraction: only a statement about the box's own value voids it. Its subject refers back: the box itself or a
+# demonstrative that opens the first clause after it (`\boxed{5}, but that is wrong`; further on, `this`/`it` may
+# name another value, option or root), the box's value again (`Wait, 5 is wrong`), a self-reference (`my answer`,
+# `the above`, the reviser's r = 0 phrases `this response is not correct` and `Wrong. I need to redo all.`), a
+# first person admission (`I made a mistake`), or a disowning phrase (`scratch that`). Remarks about other values,
+# options or slips (`6 would be incorrect`, `Options A and D are wrong`, `it is incorrect to assume`) keep the box.
+_WRONG = r"(?:wrong|incorrect|mistaken|an?\s+(?:mistake|error))"
+_RIGHT = r"(?:right|correct|the\s+(?:right\s+|correct\s+|final\s+)?answer)"
+# A claim starts at its verb (`'s`, `is`, `isn't`, `can't be`): no pattern hands a run of spaces back to it.
+_IS = r"(?:['’]s|\b(?:is|was|must\s+be|seems(?:\s+to\s+be)?|looks|appears(?:\s+to\s+be)?))"
+_IS_NOT = (r"\b(?:(?:is|was)n['’]t|(?:can\s*not|can['’]t|could\s+not|couldn['’]t)\s+be"
+           r"|does(?:\s+not|n['’]t)\s+(?:seem|look|sound))")
+_CLAIM = (rf"(?:{_IS}(?:\s+(?:also|still|actually|definitely|clearly|obviously|certainly|probably|surely|just))?"
+          rf"\s+(?:{_WRONG}|not\s+{_RIGHT})|{_IS_NOT}\s+{_RIGHT})"
+          r"(?!\s+(?:to|that|if|when|unless)\b)")  # `it is wrong to assume ...`: about something else
+# Before the first clause: punctuation and discourse words only, one character or word a step (no run is parsed
+# two ways, so no backtracking over it).
+_LEAD = (r"(?:[\s$*\\)\]}.,;:!?(\-–—]|\b(?:wait|hmm+|hm|but|actually|no|oh|oops|ah+|well|however|so|ok(?:ay)?|uh|um"
+         r"|hold\s+on|on\s+second\s+thought|I\s+(?:think|reali[sz]e|see|notice)|now|sorry|then|and|again|though"
+         r"|looking\s+back|on\s+reflection|upon\s+(?:review|reflection))\b)*")
+_OPENING_RETRACT_RE = re.compile(
+    rf"\A{_LEAD}(?:(?:(?:that|this|it|which)(?:\s+(?:answer|result|value|number|one|box|solution|calculation"
+    rf"|computation|reasoning|conclusion|count|sum|total))?\s*)?{_CLAIM}"
+    r"|(?:wrong|incorrect|not\s+(?:right|correct))\s*(?:[.!;,]|\Z))", re.IGNORECASE)
+_SELF = (r"(?:my|our)(?:\s+{q})?\s+{n}|the\s+{q}\s+{n}|the\s+{n}\s+above|the\s+above|this\s+response".format(
+    q=r"(?:previous|earlier|above|last|first|final|original|initial|boxed)",
+    n=r"(?:answer|result|response|solution|value|calculation|computation|reasoning|work|conclusion|attempt|box)"))
+_RETRACT_RE = re.compile(
+    r"(?<!\bif\s)(?<!\bwhether\s)(?<!\bunless\s)\b(?:"
+    rf"(?:{_SELF})\s*{_CLAIM}"
+    r"|(?:I|we)(?:\s+(?:must|might|may|probably|think\s+(?:I|we)))?(?:\s+(?:have|had)|['’]ve|['’]d)?"
+    r"\s+made\s+(?:an?|some)\s+(?:[a-z]+\s+)?(?:mistake|error)"
+    r"|(?:I|we)(?:\s+(?:was|were|am|are)|['’](?:m|re))\s+(?:wrong|mistaken|incorrect)"
+    r"|(?:I|we)\s+(?:mis(?:calculated|counted|read|computed|applied)|messed\s+up)|my\s+(?:mistake|bad|error)"
+    r"|apologi[sz]e\s+for\s+(?:the|my|this|that)\s+(?:[a-z]+\s+)?(?:mistake|error)"
+    r"|scratch\s+that|never\s*mind(?=\s*[.,;:!\-–—]|\s*\Z)|need\s+to\s+redo"
+    r"|(?:let\s+me|let['’]s|I['’]ll|I\s+(?:will|should|must|need\s+to))\s+start\s+over"
+    r"|let\s+me\s+correct\s+(?:it|this|that|myself|my))\b",
+    re.IGNORECASE)
+_CLAIM_RE = re.compile(_CLAIM, re.IGNORECASE)  # after the box's value itself: `Wait, $5$ is wrong`
+_VALUE_EDGE = " \t\n$(,:;="  # what may stand before that value (not `x^2` for 2, nor `15` for 5)
 _MATH_SEGMENT_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _COPULA_RE = re.compile(r"\b(?:is|are|was|equals|be)\b")
 _PROSE_WORD_RE = re.compile(r"(?<![\\A-Za-z])(?!(?:and|sqrt|frac|pi|cdot|times)\b)[A-Za-z]{3,}")
@@ -60,11 +99,24 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
     return out
 
 
-def _gap(text: str) -> str:
-    """How two stated values separated by `text` relate: `list`, `hedge`, `prose` (near, neutral) or `far`."""
+def _retracts(text: str, value: str) -> bool:
+    """True when `text`, what follows the stated `value`, takes it back (the rule above _WRONG)."""
+    if _OPENING_RETRACT_RE.match(text) or _RETRACT_RE.search(text):
+        return True
+    value = value.strip()
+    for m in _CLAIM_RE.finditer(text):
+        before = text[: m.start()].rstrip(" \t\n$")
+        if value and before.endswith(value) and before[: -len(value)][-1:] in _VALUE_EDGE:
+            return True
+    return False
+
+
+def _gap(text: str, value: str) -> str:
+    """How a stated `value` and the next, separated by `text`, relate: `list`, `hedge`, `prose` (near, neutral)
+    or `far` (also when `text` takes `value` back)."""
     if _LIST_GAP_RE.fullmatch(text):
         return "list"
-    if len(text) > _NEAR or _RETRACT_RE.search(text):
+    if len(text) > _NEAR or _retracts(text, value):
         return "far"
     return "hedge" if _HEDGE_GAP_RE.search(text) else "prose"
 
@@ -76,7 +128,7 @@ def _group(text: str, spans: list[tuple[int, int, str]], parts: int) -> tuple[li
     for prev in reversed(spans[-MAX_PARTS - 1 : -1]):
         if prev[1] > group[-1][0]:
             break  # `\boxed{\boxed{5}}`: the outer box holds the inner one
-        kind = _gap(text[prev[1] : group[-1][0]])
+        kind = _gap(text[prev[1] : group[-1][0]], prev[2])
         if kind == "far" or (kind == "prose" and len(group) >= parts):
             break
         hedged = hedged or kind == "hedge"
@@ -140,9 +192,10 @@ def _final_answers(response, parts: int = 1) -> list[str] | None:
     """The final answers the response states, one string per statement: usually one. A box and a later,
     different answer marker are two (unless the work between them derives the marker's value: the box was a
     step); alternatives in one statement (`\\boxed{2} or \\boxed{3}`) are joined by ` \\text{ or } `. A box
-    retracted after it (`\\boxed{5}, but that is wrong`) does not count. Without box or marker, a response
-    that is nothing but math (`$\\frac13$`, `-5`, `Answer \\[ 9 \\]`) is its own answer. `parts` is the
-    number of values the gold has (boxes apart by short prose then form one list)."""
+    taken back by a statement about its own value (`\\boxed{5}, but that is wrong`; not `6 would be incorrect`)
+    does not count. Without box or marker, a response that is nothing but math (`$\\frac13$`, `-5`,
+    `Answer \\[ 9 \\]`) is its own answer. `parts` is the number of values the gold has (boxes apart by short
+    prose then form one list)."""
     region = _answer_region(response)
     if region is None:
         return None
@@ -166,7 +219,7 @@ def _final_answers(response, parts: int = 1) -> list[str] | None:
     if later and re.search(r"(?<![\w.])" + re.escape(re.sub(r"[\s$]", "", later[1])) + r"(?![\w])",
                            re.sub(r"[\s$]", "", after[: later[0]])):
         return [later[1]]  # the work after the box reached the marked value: the box was an intermediate step
-    if _RETRACT_RE.search(after[:_NEAR]):
+    if _retracts(after[:_NEAR], boxes[-1][2]):
         return [later[1]] if later else None
     return list(dict.fromkeys(answers + ([later[1]] if later else [])))
 
