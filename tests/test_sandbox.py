@@ -8,6 +8,7 @@ namespace are skipped, with the reason, where this machine lacks them.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -164,8 +165,11 @@ def test_call_task_spec_never_carries_expected_values(monkeypatch):
     """What the child gets for call and parsed-assert tests: arguments, never the expected values."""
     sent = []
     monkeypatch.setattr(sandbox, "run_sandbox", lambda spec, job, *a: sent.append(json.dumps([spec, job])) or
-                        sandbox_runner.Run(None, [], b"", b"", False, None))
+                        sandbox_runner.Run(None, [], b"", b"", True, None))
     monkeypatch.setattr(sandbox, "setup_for", lambda isolation: None)
+    monkeypatch.setattr(sandbox, "sandbox_problem", lambda isolation: None)
+    monkeypatch.setattr(sandbox, "sandbox_slot", lambda setup, deadline: contextlib.nullcontext(
+        sandbox_runner.Slot("unused", -1, None, None)))
     sandbox.clear_cache()
     check_code("def f(x):\n    return x\n", call("f", ([1], "SECRET_EXPECTED_1")))
     check_code("def f(x):\n    return x\n", asserts("f", "assert f(1) == 'SECRET_EXPECTED_2'"))
@@ -1051,8 +1055,9 @@ def test_the_uid_keyrings_do_not_carry_state(info):
     add = (f"import ctypes\nk = ctypes.CDLL(None).syscall({KEYCTL[0]}, b'user', {desc!r}, b'state', 5, -4)\n"
            "print('added' if k > 0 else 'failed')\n")
     setup = sandbox_runner.setup_for(Isolation())
-    run = sandbox_runner.run_sandbox({"mode": "stdio", "program": add}, None, b"", FAST, setup,
-                                     time.monotonic() + FAST.candidate_time_s)
+    with sandbox_runner.sandbox_slot(setup, time.monotonic() + 60) as slot:
+        run = sandbox_runner.run_sandbox({"mode": "stdio", "program": add}, None, b"", FAST, setup, slot,
+                                         time.monotonic() + FAST.candidate_time_s)
     assert run.stdout == b"added\n" and run.setup["uid"] in info["uids"]
     assert not _key_present(run.setup["uid"], desc)
     search = (f"import ctypes\nk = ctypes.CDLL(None).syscall({KEYCTL[1]}, 10, -4, b'user', {desc!r}, 0)\n"

@@ -23,7 +23,9 @@ failed assert); `parse_error` (the PROGRAM does not compile, or is longer than M
 parse); `timeout` (a per-test or per-candidate wall-clock limit, the CPU rlimit, or the batch budget);
 `runtime_error` (an exception, a non-zero exit, a kill by a limit other than time, a return value that is not
 plain data or cannot be read, or results missing); `sandbox_error` (the sandbox itself could not be set up:
-never the candidate's doing, logged). Nothing a candidate does makes the parent raise or log a traceback.
+never the candidate's doing. The setup probe failed (sandbox_problem() says why, once), or a sandbox failed to
+start twice in a row; its detail is the harness's last words. It is no reward: verify.verdicts raises on it,
+and a training run stops). Nothing a candidate does makes the parent raise or log a traceback.
 
 Feedback: a verdict that is not correct because of what the program did carries `detail`, short plain text
 saying what went wrong on the FIRST failing test, for SDPO's teacher prompt (teacher_context.feedback): for a
@@ -33,8 +35,8 @@ the exception raised ("ValueError: message"); for a raw assert its source (or, w
 failed); for a program that fails before any test, why. It therefore holds EXPECTED VALUES: it is for the
 trainer, and never goes to the candidate or its sandbox. Every value it quotes is cut to DETAIL_VALUE_CHARS
 (with the count of the rest) and escaped where not printable, the whole to DETAIL_CHARS; the exception
-messages the sandbox reports (candidate text) are only ever quoted. correct, no_answer, bad_task,
-sandbox_error and a timeout of the batch's budget have none (None).
+messages the sandbox reports (candidate text) are only ever quoted. correct, no_answer, bad_task and a timeout
+of the batch's budget have none (None).
 
 How a candidate runs. The parent (`sandbox_runner.run_sandbox`) writes a spec (the program, limits, the
 harness source) and, for call and assert tasks, a job (entry point, setup, tests, time limit) to two unnamed
@@ -66,9 +68,15 @@ private 0700 directory. The harness (sandbox_child.py) then, in process O, still
      and serves T's requests: look up a global name, read an attribute, call an object. Only then does T read
      the job, drop to the slot's second uid (the tester uid, uid + uid_count: D cannot signal, ptrace or read
      it) and run the tests, writing `setup`, `load`, one line per test and `done` to the results file.
-Each worker slot has its own pair of uids (not in /etc/passwd, locked with flock across processes), so
-killing "every process of those uids" only ever hits this slot's sandbox, and RLIMIT_NPROC counts only its
-processes. The parent always kills what is left: every process of both uids, then O's process group.
+A candidate runs in a slot (sandbox_runner.sandbox_slot), held for all its tests: at most one per CPU runs on
+the machine at once, however many threads and processes (torchrun's ranks) want one, and its clocks start once
+it holds one, so waiting never costs a candidate its time. The slots are locked with flock in one machine-wide
+folder (/run/sdzero-sandbox for root; never under $TMPDIR). As root each slot is a pair of uids (not in
+/etc/passwd), so killing "every process of those uids" only ever hits this slot's sandbox, and RLIMIT_NPROC
+counts only its processes. The parent always kills what is left (every process of both uids, then O's process
+group), whatever ends its wait: the deadline, or an exception (Ctrl-C, a --reward time limit around
+check_code). O and C die with the thread of the parent that started them (a parent-death signal), so a trainer
+killed outright takes its sandboxes with it; D and T set theirs again after the uid drop.
 
 How tests run. call tests, and asserts the parent can parse (`assert f(<literals>) == <literal>`, also `is
 True/False/None`, bare `assert f(...)` and `assert not f(...)`): T sends the arguments, D calls the entry
@@ -132,7 +140,11 @@ What is NOT protected:
   - not root, the verdict itself is not protected: no uid drop and no tester uid, so the candidate can read
     and signal everything the user can (the parent's results file through /proc when there is no PID
     namespace; inside a user namespace it has every capability there, so it can ptrace the tester); no
-    keyring clearing; RLIMIT_NPROC counts all the user's processes (we add the current count).
+    keyring clearing; RLIMIT_NPROC counts all the user's processes (we add the current count). The same holds
+    for root that cannot switch uids (a user namespace that maps only uid 0: rootless containers, Singularity
+    --fakeroot), which therefore gets no sandbox unless SDZERO_SANDBOX_SAME_USER=1 asks for this one;
+  - without a PID namespace, the candidate's own children die with it only through the uid sweep (root) or
+    their CPU limit: a sleeping one outlives a killed trainer until the next sandbox of its uid.
 """
 from __future__ import annotations
 
@@ -151,11 +163,12 @@ from dataclasses import asdict, dataclass
 
 from verifiers.sandbox_child import _encode
 from verifiers import sandbox_feedback as fb
-from verifiers.sandbox_runner import Isolation, Limits, Run, Setup, run_sandbox, sandbox_info, setup_for
+from verifiers.sandbox_runner import (Isolation, Limits, Run, Setup, Slot, run_sandbox, sandbox_info, sandbox_problem,
+                                      sandbox_slot, setup_for, slot_count)
 from verifiers.verdict import CODE_REASONS, Verdict
 
 __all__ = ["CODE_REASONS", "Isolation", "Limits", "check_code", "check_code_batch", "clear_cache", "extract_program",
-           "sandbox_info", "stdio_equal", "task_problem"]
+           "sandbox_info", "sandbox_problem", "stdio_equal", "task_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -397,10 +410,18 @@ def stdio_equal(got: str, want: str, float_tol: float = DEFAULT_FLOAT_TOL) -> bo
 # Verdicts
 
 
+def _harness_failed(run: Run, program: str) -> Verdict:
+    """The sandbox never got to run the candidate: `sandbox_error`, its detail the harness's last words (for
+    the log and the error that stops a run; never the candidate's doing: it had not started)."""
+    lines = run.stderr.decode("utf-8", "replace").strip().splitlines()
+    why = lines[-1][:300] if lines else f"the harness exited with status {run.returncode} before the candidate ran"
+    return Verdict(False, "sandbox_error", program, why)
+
+
 def _stdio_verdict(run: Run, want: str, tol: float, program: str, stdin: str = "", index: int = 0) -> Verdict:
     """The verdict of test `index` (0-based) of a stdio task, whose input was `stdin`."""
     if run.setup is None:
-        return Verdict(False, "timeout" if run.timed_out else "sandbox_error", program)
+        return Verdict(False, "timeout", program) if run.timed_out else _harness_failed(run, program)
     n = index + 1
     if run.timed_out or run.signal() == signal.SIGXCPU:
         return Verdict(False, "timeout", program,
@@ -415,15 +436,16 @@ def _stdio_verdict(run: Run, want: str, tol: float, program: str, stdin: str = "
                 f"Actual output:\n{fb.block(got)}"))
 
 
-def _check_stdio(program: str, plan: _Plan, limits: Limits, setup: Setup, deadline: float, fail_fast: bool) -> Verdict:
+def _check_stdio(program: str, plan: _Plan, limits: Limits, setup: Setup, slot: Slot, deadline: float,
+                 fail_fast: bool, abort=None) -> Verdict:
     first_failure = None
-    end = min(deadline, time.monotonic() + limits.candidate_time_s + limits.startup_slack_s)
+    end = min(deadline, time.monotonic() + limits.candidate_time_s + limits.startup_slack_s)  # the slot is held
     for index, (stdin, want) in enumerate(plan.tests):
         if time.monotonic() >= end:
             return first_failure or Verdict(False, "timeout", program)
         test_deadline = min(end, time.monotonic() + limits.time_limit_s + limits.startup_slack_s)
         run = run_sandbox({"mode": "stdio", "program": program}, None, stdin.encode("utf-8", "replace"), limits, setup,
-                          test_deadline)
+                          slot, test_deadline, abort)
         verdict = _budget_cut(_stdio_verdict(run, want, plan.float_tol, program, stdin, index), deadline)
         if not verdict.correct:
             if fail_fast:
@@ -453,7 +475,7 @@ def _test_outcome(test: _Test, status: str, payload: str, tol: float) -> str:
 
 def _tests_verdict(run: Run, plan: _Plan, program: str) -> Verdict:
     if run.setup is None:
-        return Verdict(False, "timeout" if run.timed_out else "sandbox_error", program)
+        return Verdict(False, "timeout", program) if run.timed_out else _harness_failed(run, program)
     cut_short = "timeout" if run.timed_out or run.signal() == signal.SIGXCPU else "runtime_error"
     order = ["setup", "load", *map(str, range(len(plan.tests))), "done"]
     names = [index for index, _, _ in run.lines]
@@ -482,12 +504,13 @@ def _tests_verdict(run: Run, plan: _Plan, program: str) -> Verdict:
     return Verdict(True, "correct", program)
 
 
-def _check_tests(program: str, plan: _Plan, limits: Limits, setup: Setup, deadline: float, fail_fast: bool) -> Verdict:
+def _check_tests(program: str, plan: _Plan, limits: Limits, setup: Setup, slot: Slot, deadline: float,
+                 fail_fast: bool, abort=None) -> Verdict:
     job = {"entry_point": plan.entry_point, "setup": plan.setup, "fail_fast": fail_fast,
            "time_limit": limits.time_limit_s, "tests": [t.child for t in plan.tests]}
     budget = min(limits.candidate_time_s, limits.time_limit_s * (len(plan.tests) + 1)) + limits.startup_slack_s
-    run = run_sandbox({"mode": "tests", "program": program}, job, b"", limits, setup,
-                      min(deadline, time.monotonic() + budget))
+    run = run_sandbox({"mode": "tests", "program": program}, job, b"", limits, setup, slot,
+                      min(deadline, time.monotonic() + budget), abort)  # the slot is held: the clock starts now
     return _budget_cut(_tests_verdict(run, plan, program), deadline)
 
 
@@ -551,7 +574,8 @@ def _cache_key(program: str, task, limits: Limits, isolation: Isolation):
         return None
 
 
-def _check(response, task, limits: Limits, isolation: Isolation, fail_fast: bool, deadline: float) -> Verdict:
+def _check(response, task, limits: Limits, isolation: Isolation, fail_fast: bool, deadline: float,
+           abort=None) -> Verdict:
     try:
         plan = _plan(task)
     except _BadTask as e:
@@ -571,10 +595,18 @@ def _check(response, task, limits: Limits, isolation: Isolation, fail_fast: bool
     if time.monotonic() >= deadline:
         return Verdict(False, "timeout", program)
     setup = setup_for(isolation)
+    if sandbox_problem(isolation):  # said once, when the probe failed: no sandbox can run here
+        return Verdict(False, "sandbox_error", program)
     check = _check_stdio if plan.kind == "stdio" else _check_tests
-    verdict = check(program, plan, limits, setup, deadline, fail_fast)
-    if verdict.reason == "sandbox_error":
-        log.warning("sandbox: the sandbox failed to start (see sandbox_info())")
+    for attempt in range(2):  # a sandbox that failed to start (no memory for a fork, say) gets one more try
+        with sandbox_slot(setup, deadline) as slot:  # the wait for it is outside the candidate's time
+            if slot is None:
+                return Verdict(False, "timeout", program)  # the batch's budget ran out first: never cached
+            verdict = check(program, plan, limits, setup, slot, deadline, fail_fast, abort)
+        if verdict.reason != "sandbox_error":
+            break
+        log.warning("sandbox: a sandbox failed to start%s: %s", " again" if attempt else ", once more",
+                    verdict.detail or "no report")
     if key is not None and verdict.reason in _CACHEABLE:
         _CACHE.put(key, verdict)
     return verdict
@@ -627,21 +659,33 @@ def check_code_batch(responses, tasks, *, workers: int | None = None, budget_s: 
             key = ("unique", i)
         groups.setdefault(key, []).append(i)
 
+    abort = threading.Event()  # set when this thread is interrupted: the pool's sandboxes are killed, not awaited
+
     def one(i: int) -> Verdict:
+        if abort.is_set():
+            return Verdict(False, "timeout", None)
         try:
-            return _check(responses[i], tasks[i], limits, isolation, fail_fast, deadline)
+            return _check(responses[i], tasks[i], limits, isolation, fail_fast, deadline, abort)
         except Exception:
             log.exception("sandbox: unexpected error")
             return Verdict(False, "sandbox_error", None)
 
     try:
-        setup_for(isolation)  # probe once, before the threads start
+        setup = setup_for(isolation)  # probe once, before the threads start
+        # No more threads than slots: the rest would only wait (several processes share the slots, too).
+        workers = min(workers, slot_count(setup))
     except Exception:
         log.exception("sandbox: setup failed")
     verdicts: list = [None] * len(responses)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
         firsts = [indices[0] for indices in groups.values()]
         for indices, verdict in zip(groups.values(), pool.map(one, firsts)):
             for i in indices:
                 verdicts[i] = verdict
+    except BaseException:  # Ctrl-C, a --reward time limit, SystemExit: nothing runs on, nothing is waited for
+        abort.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     return verdicts

@@ -65,6 +65,11 @@ def _child_isolate(iso):
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: setuid binaries stay inert
+    # PR_SET_PDEATHSIG: the trainer killed (the OOM killer, a scheduler) -> O dies -> C dies -> the namespace
+    # dies. It fires when the parent's thread that started O ends: that thread waits for O (run_sandbox).
+    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != iso["parent"]:  # the parent died before the line above: nobody waits for a verdict
+        os._exit(1)
     root = os.geteuid() == 0
     got = {"netns": False, "mntns": False, "pidns": False, "ipcns": False, "userns": False, "hidden": []}
     if iso["namespaces"]:
@@ -87,7 +92,7 @@ def _child_isolate(iso):
     r = os.fork()
     if r:  # C (or O): once the runner exits, nothing of the candidate may run, then its uid's keyrings go
         status = _child_reap_until(r)
-        _child_kill_children()
+        _child_kill_children(init=got["pidns"])
         _child_forget(iso, libc)
         os._exit(_child_exit_code(status))
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -208,17 +213,27 @@ def _child_reap_until(pid):
             return status
 
 
-def _child_kill_children():
-    """SIGKILL and reap every child of this process, again and again while orphans keep being adopted."""
+def _child_kill_children(init=False):
+    """SIGKILL and reap every child of this process, again and again while orphans keep being adopted.
+
+    init: this is PID 1 of the sandbox's PID namespace (C), and kill(-1) reaches exactly the processes of that
+    namespace. Not root, C has no /proc of its own (no mount namespace): the host's /proc, in which its
+    children have other pids and no parent 1, would show it none of them."""
     me = str(os.getpid())
     for _ in range(10000):
-        for pid in os.listdir("/proc"):
+        if init:
             try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[1] == me:
-                        os.kill(int(pid), signal.SIGKILL)
-            except (OSError, IndexError, ValueError):
+                os.kill(-1, signal.SIGKILL)
+            except OSError:  # ESRCH: nothing left but C
                 pass
+        else:
+            for pid in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[1] == me:
+                            os.kill(int(pid), signal.SIGKILL)
+                except (OSError, IndexError, ValueError):
+                    pass
         try:
             os.waitpid(-1, 0)
             while os.waitpid(-1, os.WNOHANG)[0]:
@@ -229,7 +244,7 @@ def _child_kill_children():
 
 def _child_limit_and_drop(iso, libc, root, uid):
     """rlimits, then the drop to `uid` (None: none), then prove it cannot be undone."""
-    processes = iso["processes"]
+    parent, processes = os.getppid(), iso["processes"]
     if not root:  # RLIMIT_NPROC counts all processes of the user: leave room for the ones it already has
         processes += sum(1 for p in os.listdir("/proc") if p.isdigit() and os.stat(f"/proc/{p}").st_uid == os.getuid())
     mb = 1 << 20
@@ -253,6 +268,12 @@ def _child_limit_and_drop(iso, libc, root, uid):
         if os.getresuid() != (uid, uid, uid) or os.getgroups():
             os._exit(70)
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no ptrace or /proc/<pid>/mem, fd, environ from other processes
+    # A uid change clears the parent-death signal: set it again, so that without a PID namespace too the
+    # candidate (and the tester) die with the harness. The candidate's own children get none: their CPU limit
+    # and the next sweep of the uid end them.
+    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(70)
 
 
 def _child_clear_keys(libc):

@@ -18,6 +18,7 @@ needs nothing installed for the code reward beyond Python, and every step can be
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import functools
 import inspect
@@ -25,6 +26,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import select
 import shutil
@@ -168,25 +170,74 @@ _PROBE_JOB = {"entry_point": "f", "setup": None, "fail_fast": True, "time_limit"
               "tests": [{"args": "[1]", "kwargs": "{}"}]}
 
 
-def _probe(setup: Setup) -> dict | None:
-    """Run a trivial program in both modes; the child's own report of its isolation, or None if either fails."""
+def _last_line(data: bytes) -> str:
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _probe(setup: Setup) -> tuple[dict | None, str]:
+    """Run a trivial program in both modes: (the child's own report of its isolation, "") when both pass, else
+    (None, why not in one line)."""
     limits, deadline = Limits(time_limit_s=10.0), time.monotonic() + 30.0
-    run = run_sandbox({"mode": "stdio", "program": _PROBE_PROGRAM}, None, b"", limits, setup, deadline)
-    ok = run.setup is not None and run.returncode == 0 and run.stdout.strip() == b"6"
-    if ok:  # the tests mode adds the tester's uid: it must be able to run the interpreter too
-        program = "def f(x):\n    return x + 1\n"
-        tests = run_sandbox({"mode": "tests", "program": program}, _PROBE_JOB, b"", limits, setup, deadline)
-        ok = (tests.returncode == 0 and [line[:2] for line in tests.lines] == [("setup", "ok"), ("load", "ok"),
-                                                                            ("0", "ok"), ("done", "ok")]
-              and tests.lines[2][2] == "2")
-        run = run if ok else tests
-    if not ok:
-        log.debug("sandbox probe failed for %s: rc=%s stderr=%s", setup, run.returncode, run.stderr[-2000:])
-    return run.setup if ok else None
+    try:
+        with sandbox_slot(setup, deadline) as slot:
+            if slot is None:
+                return None, "no sandbox slot came free within 30 s"
+            run = run_sandbox({"mode": "stdio", "program": _PROBE_PROGRAM}, None, b"", limits, setup, slot, deadline)
+            ok = run.setup is not None and run.returncode == 0 and run.stdout.strip() == b"6"
+            if ok:  # the tests mode adds the tester's uid: it must be able to run the interpreter too
+                program = "def f(x):\n    return x + 1\n"
+                tests = run_sandbox({"mode": "tests", "program": program}, _PROBE_JOB, b"", limits, setup, slot,
+                                    deadline)
+                ok = (tests.returncode == 0 and [line[:2] for line in tests.lines] == [
+                    ("setup", "ok"), ("load", "ok"), ("0", "ok"), ("done", "ok")] and tests.lines[2][2] == "2")
+                run = run if ok else tests
+    except OSError as e:  # the parent's side: a folder, chown to the sandbox uid, starting the interpreter
+        return None, f"{type(e).__name__}: {e}"
+    if ok:
+        return run.setup, ""
+    log.debug("sandbox probe failed for %s: rc=%s stderr=%s", setup, run.returncode, run.stderr[-2000:])
+    why = "it ran out of time" if run.timed_out else f"exit status {run.returncode}"
+    return None, f"{why}: {_last_line(run.stderr)}" if _last_line(run.stderr) else why
+
+
+SAME_USER_ENV = "SDZERO_SANDBOX_SAME_USER"  # =1: root that cannot switch uids runs candidates as itself
+
+
+def _unmapped(base: int, count: int) -> str | None:
+    """The uids this user namespace maps ("0" in `unshare -r`) when they miss base .. base + count - 1, else None."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            ranges = [tuple(int(x) for x in line.split()) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return None
+    if all(any(inside <= uid < inside + length for inside, _, length in ranges) for uid in (base, base + count - 1)):
+        return None
+    return ", ".join(f"{inside}" if length == 1 else f"{inside}-{inside + length - 1}" for inside, _, length in ranges)
+
+
+def _cannot_drop(isolation: Isolation, problems: list[str]) -> str:
+    """Why root could not run candidates under the sandbox uids, and what to do, in one line."""
+    base, n = isolation.uid_base, 2 * isolation.uid_count
+    same_user = (f"or set {SAME_USER_ENV}=1 to run candidates as this process's own user (then a program can read "
+                 "and signal the trainer and forge its verdict, as when not root: only for models you trust)")
+    mapped = _unmapped(base, n)
+    if mapped is not None:
+        return (f"the code sandbox cannot start: this process is root in a user namespace that maps only uid(s) "
+                f"{mapped} (a rootless container, Singularity --fakeroot, unshare -r), and the sandbox runs each "
+                f"candidate and its tester as uids of their own, {base}-{base + n - 1}. Map those uids into the "
+                "namespace (rootless podman and docker map a 65536-uid subuid range by default; Singularity: "
+                f"--fakeroot with an /etc/subuid entry), or set SDZERO_SANDBOX_UID_BASE to a mapped range of {n} "
+                f"uids, {same_user}")
+    return (f"the code sandbox cannot start with uids {base}-{base + n - 1} ({'; '.join(problems)}). Make a "
+            "Python that those uids can run available (SDZERO_SANDBOX_PYTHON=/usr/bin/python3, or `apt install "
+            f"python3`), {same_user}")
 
 
 def setup_for(isolation: Isolation) -> Setup:
-    """Pick the interpreter and uid policy once per Isolation: the first combination whose probe passes."""
+    """Pick the interpreter and uid policy once per Isolation: the first combination whose probe passes. Root
+    that cannot run candidates under the sandbox uids never falls back to running them as root: the setup is
+    then not working (sandbox_info()["problem"] says why), unless SDZERO_SANDBOX_SAME_USER=1 asks for it."""
     with _SETUP_LOCK:
         if isolation in _SETUPS:
             return _SETUPS[isolation]
@@ -196,22 +247,28 @@ def setup_for(isolation: Isolation) -> Setup:
             drop = False
         hide = _hidden_paths(isolation)
         writable, specials = _writable_places(hide)
-        tries = [(py, isolation.uid_base if drop else None) for py in _python_candidates(isolation)]
-        if drop:  # degrade rather than fail closed: a reward that is always 0 would silently stall training
-            tries += [(py, None) for py in _python_candidates(isolation)]
-        chosen, info = None, None
+        pythons = _python_candidates(isolation)
+        tries = [(py, isolation.uid_base if drop else None) for py in pythons]
+        same_user = drop and os.environ.get(SAME_USER_ENV, "").strip().lower() in ("1", "true", "yes")
+        if same_user:  # asked for: a sandbox without the uid drop beats no reward at all
+            tries += [(py, None) for py in pythons]
+        chosen, info, problems = None, {}, []
         for python, uid_base in tries:
             candidate = Setup(python, uid_base, isolation.uid_count, isolation.namespaces, hide, writable, specials)
-            info = _probe(candidate)
-            if info is not None:
-                chosen = candidate
+            got, why = _probe(candidate)
+            if got is not None:
+                chosen, info = candidate, got
                 break
+            problems.append(f"{python}{'' if uid_base is None else f' as uid {uid_base}'}: {why}")
         if chosen is None:
-            log.error("sandbox: no working child interpreter (tried %s); every code check will fail", tries)
+            problem = (_cannot_drop(isolation, problems) if drop else
+                       f"the code sandbox cannot start ({'; '.join(problems)})")
+            log.error("sandbox: %s", problem)
             chosen, info = Setup(tries[0][0], tries[0][1], isolation.uid_count, isolation.namespaces, hide,
-                                  writable, specials), {}
+                                 writable, specials), {"problem": problem}
         elif drop and chosen.uid_base is None:
-            log.warning("sandbox: no interpreter the sandbox uid can run; candidates run WITHOUT a privilege drop")
+            log.warning("sandbox: %s=1: candidates run as this process's own user (uid %d), WITHOUT the uid drop",
+                        SAME_USER_ENV, os.geteuid())
         _SETUPS[isolation], _SETUP_INFO[isolation] = chosen, info
         return chosen
 
@@ -224,73 +281,123 @@ def sandbox_info(isolation: Isolation | None = None) -> dict:
     base = setup.uid_base
     info.update(python=setup.python, drop_privileges=base is not None, world_writable=list(setup.writable),
                 uids=list(range(base, base + 2 * setup.uid_count)) if base is not None else [],
-                working=bool(_SETUP_INFO.get(isolation)))
+                working="problem" not in info, slots=slot_count(setup))
     return info
 
 
-class _UidSlots:
-    """Hands out sandbox uids, one per running sandbox, exclusive across threads (a set) and processes (flock).
+def sandbox_problem(isolation: Isolation | None = None) -> str | None:
+    """Why no sandbox can run on this machine (one line, with what to do), or None when it works: probed once."""
+    return sandbox_info(isolation).get("problem")
 
-    Slot uid u runs the candidate; u + count runs its tester."""
 
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._busy: set[int] = set()
-        self._swept: set[int] = set()
+def slot_count(setup: Setup) -> int:
+    """How many sandboxes may run at once on this machine: one per CPU (more would make correct programs miss
+    their time limits), at most uid_count (each slot has its uids)."""
+    return max(1, min(setup.uid_count, os.cpu_count() or 1))
 
-    def _lock_dir(self) -> str | None:
-        path = os.path.join(tempfile.gettempdir(), f"sdzero-sandbox-uids-{os.geteuid()}")
+
+@dataclass(frozen=True)
+class Slot:
+    """A held run slot: its lock, and the candidate's and the tester's uids (None without a privilege drop)."""
+    name: str
+    fd: int
+    uid: int | None
+    tester: int | None
+
+
+class SandboxUnavailable(OSError):
+    """The parent cannot set a sandbox up at all (no folder for its slot locks)."""
+
+
+def _slot_dir() -> str:
+    """One folder per user for the whole machine, never under $TMPDIR: every process must find the same locks
+    whatever its environment, or two of them would hand out one uid. Root's is in /run, where only root writes."""
+    euid, problems = os.geteuid(), []
+    for path in (["/run/sdzero-sandbox"] if euid == 0 else []) + [f"/tmp/sdzero-sandbox-{euid}"]:
         try:
             os.makedirs(path, mode=0o700, exist_ok=True)
             st = os.lstat(path)
-        except OSError:
-            return None
-        # Someone else's directory (or a symlink) would let them hold or fake our locks.
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            return None
-        return path
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror}")
+            continue
+        # Someone else's folder (or a symlink) would let them hold or fake our locks.
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == euid and not st.st_mode & 0o077:
+            return path
+        problems.append(f"{path} is not a private folder of uid {euid}")
+    raise SandboxUnavailable(f"no folder for the sandbox's slot locks ({'; '.join(problems)})")
 
-    def acquire(self, base: int, count: int) -> tuple[int, int | None]:
-        lock_dir = self._lock_dir()
+
+class _Slots:
+    """Hands out run slots: at most slot_count(setup) sandboxes run at once on the machine, across threads (a set)
+    and processes (flock on one file per slot in _slot_dir()). With a privilege drop, the slot is a uid pair: u
+    runs the candidate, u + uid_count its tester, so "every process of those uids" is this sandbox only.
+
+    Waiting for a slot spends no candidate's time: its clocks start once it holds one. Waiters poll in a random
+    order with a jittered sleep, so no thread or process is served first by rule (several trainers under
+    torchrun share the slots)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+        self._rng = random.Random()
+
+    def acquire(self, setup: Setup, deadline: float) -> Slot | None:
+        """A free slot, or None when the deadline passes first."""
+        folder, count = _slot_dir(), slot_count(setup)
         while True:
             with self._lock:
-                for uid in range(base, base + count):
-                    if uid in self._busy:
+                first = self._rng.randrange(count)
+                for k in range(count):
+                    i = (first + k) % count
+                    uid = setup.uid_base + i if setup.uid_base is not None else None
+                    name = os.path.join(folder, f"uid-{uid}.lock" if uid is not None else f"slot-{i}.lock")
+                    if name in self._busy or (fd := self._flock(name)) is None:
                         continue
-                    fd = self._flock(lock_dir, uid)
-                    if fd is False:
-                        continue
-                    self._busy.add(uid)
-                    if uid not in self._swept:  # leftovers of a crashed earlier run hold this uid's NPROC
-                        self._swept.add(uid)
-                        _kill_uid(uid)
-                        _kill_uid(uid + count)
-                    return uid, fd
-            time.sleep(0.01)
+                    self._busy.add(name)
+                    slot = Slot(name, fd, uid, uid + setup.uid_count if uid is not None else None)
+                    if os.pread(fd, 32, 0):  # its last holder died holding it: what it started may live on
+                        for u in (slot.uid, slot.tester):
+                            if u is not None:
+                                _kill_uid(u)
+                    os.pwrite(fd, str(os.getpid()).encode(), 0)
+                    return slot
+                wait = self._rng.uniform(0.002, 0.02)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(wait)
 
     @staticmethod
-    def _flock(lock_dir, uid):
-        if lock_dir is None:
-            return None
-        try:
-            fd = os.open(os.path.join(lock_dir, f"{uid}.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError:
-            return None
+    def _flock(path: str) -> int | None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            return False  # another process's sandbox holds it
+            return None  # another process's sandbox holds it
         return fd
 
-    def release(self, uid: int, fd: int | None) -> None:
-        if fd is not None:
-            os.close(fd)
-        with self._lock:
-            self._busy.discard(uid)
+    def release(self, slot: Slot) -> None:
+        try:
+            os.ftruncate(slot.fd, 0)  # given back in order: nothing of it is left to kill
+        finally:
+            os.close(slot.fd)
+            with self._lock:
+                self._busy.discard(slot.name)
 
 
-_SLOTS = _UidSlots()
+_SLOTS = _Slots()
+
+
+@contextlib.contextmanager
+def sandbox_slot(setup: Setup, deadline: float):
+    """Hold a run slot for one candidate (all its tests): yields the Slot, or None when `deadline` passed while
+    waiting for one. SandboxUnavailable (an OSError) when there is no folder for the locks."""
+    slot = _SLOTS.acquire(setup, deadline)
+    try:
+        yield slot
+    finally:
+        if slot is not None:
+            _SLOTS.release(slot)
 
 
 def _proc_status(pid: str) -> dict[str, str]:
@@ -398,8 +505,9 @@ def _waitid_exited(pid: int) -> bool:
         return True
 
 
-def _wait_exit(pid: int, deadline: float) -> bool:
-    """Wait until the process exits, without reaping it (its pid, our pgid, stays ours); False at the deadline."""
+def _wait_exit(pid: int, deadline: float, abort: threading.Event | None = None) -> bool:
+    """Wait until the process exits, without reaping it (its pid, our pgid, stays ours); False at the deadline,
+    or soon after `abort` is set (another thread was interrupted: check_code_batch)."""
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
@@ -407,8 +515,10 @@ def _wait_exit(pid: int, deadline: float) -> bool:
     try:
         while not _waitid_exited(pid):
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (abort is not None and abort.is_set()):
                 return False
+            if abort is not None:
+                remaining = min(remaining, 0.05)
             if pidfd is not None:
                 select.select([pidfd], [], [], remaining)
             else:
@@ -468,14 +578,16 @@ def _setup_report(lines: list) -> dict | None:
     return report if isinstance(report, dict) else None
 
 
-def run_sandbox(spec: dict, job: dict | None, stdin: bytes, limits: Limits, setup: Setup, deadline: float) -> Run:
-    """Run the harness once in a fresh sandbox; returns when it has exited and everything it started is dead.
+def run_sandbox(spec: dict, job: dict | None, stdin: bytes, limits: Limits, setup: Setup, slot: Slot,
+                deadline: float, abort: threading.Event | None = None) -> Run:
+    """Run the harness once in a fresh sandbox, in `slot` (sandbox_slot), until `deadline` at most; returns when it
+    has exited and everything it started is dead, and so does an exception that interrupts the wait (Ctrl-C, a
+    --reward time limit around check_code, any signal handler that raises): the kill runs whatever happens.
 
     `spec` (mode, program) is what the whole sandbox may know; `job` (entry point, setup, tests, time limit) goes
     to the tester only, on its own file, read after the candidate's process has been forked.
     """
-    uid, lock_fd = _SLOTS.acquire(setup.uid_base, setup.uid_count) if setup.uid_base is not None else (None, None)
-    tester = uid + setup.uid_count if uid is not None else None
+    uid, tester = slot.uid, slot.tester
     workdir = tempfile.mkdtemp(prefix="sdzero-sbx-")
     try:
         if uid is not None:
@@ -484,7 +596,7 @@ def run_sandbox(spec: dict, job: dict | None, stdin: bytes, limits: Limits, setu
             "uid": uid, "tester": tester, "namespaces": setup.namespaces, "hide": list(setup.hide),
             "writable": list(setup.writable), "specials": list(setup.specials), "scratch_mb": limits.scratch_mb,
             "workdir": workdir, "memory_mb": limits.memory_mb, "output_bytes": limits.output_bytes,
-            "processes": limits.processes, "open_files": limits.open_files,
+            "processes": limits.processes, "open_files": limits.open_files, "parent": os.getpid(),
             "cpu_s": math.ceil(limits.candidate_time_s) + 1})  # the same for every task: it reveals nothing
         with tempfile.TemporaryFile() as spec_f, tempfile.TemporaryFile() as job_f, tempfile.TemporaryFile() as results_f, \
                 tempfile.TemporaryFile() as in_f, tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
@@ -504,8 +616,11 @@ def run_sandbox(spec: dict, job: dict | None, stdin: bytes, limits: Limits, setu
                 return Run(None, [], b"", str(e).encode(), False, None)
             finally:
                 os.close(results_w)
-            exited = _wait_exit(proc.pid, deadline)
-            _terminate(proc, tuple(u for u in (uid, tester) if u is not None), exited)
+            exited = False
+            try:
+                exited = _wait_exit(proc.pid, deadline, abort)
+            finally:
+                _terminate(proc, tuple(u for u in (uid, tester) if u is not None), exited)
             lines = _parse_results(_read_capped(results_f, limits.output_bytes))
             stdout, stderr = _read_capped(out_f, limits.output_bytes), _read_capped(err_f, 1 << 16)
         setup_info = _setup_report(lines)
@@ -514,6 +629,3 @@ def run_sandbox(spec: dict, job: dict | None, stdin: bytes, limits: Limits, setu
         return Run(proc.returncode, lines, stdout, stderr, not exited, setup_info)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        if uid is not None:
-            _SLOTS.release(uid, lock_fd)
-
