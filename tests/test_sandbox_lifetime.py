@@ -243,3 +243,26 @@ def test_root_without_other_uids_names_the_cause_and_can_run_as_itself():
         else:
             assert "\n" not in problem and "maps only uid(s) 0" in problem and "61000-61127" in problem
             assert "SDZERO_SANDBOX_UID_BASE" in problem and "SDZERO_SANDBOX_SAME_USER=1" in problem
+
+
+def test_an_interrupted_batch_kills_its_sandboxes_and_starts_no_more(info, monkeypatch):
+    """Ctrl-C while check_code_batch waits for its pool: the running sandboxes are killed rather than awaited to
+    their limits, the queued candidates never start, and the exception reaches the caller."""
+    started = []
+    real = sandbox.run_sandbox
+    monkeypatch.setattr(sandbox, "run_sandbox", lambda *a, **k: started.append(1) or real(*a, **k))
+    spinners = [SPIN + f"# {i}\n" for i in range(6)]
+
+    def on_alarm(signum, frame):
+        raise KeyboardInterrupt()
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 1.5)
+        with pytest.raises(KeyboardInterrupt):
+            sandbox.check_code_batch(spinners, [DOUBLE] * 6, workers=2,
+                                     limits=Limits(time_limit_s=60.0, candidate_time_s=60.0))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(started) == min(2, info["slots"]) and not _harness_pids()
