@@ -10,7 +10,8 @@ scores y in a privileged context, Eq. 4 distils that back).
     feedback  SDPO (Huebotter et al., "Reinforcement Learning via Self-Distillation", arXiv 2601.20802):
               chat(x + FEEDBACK_HINT) + y, the hint the verifier's feedback on y (math: its final answer and
               whether it is right; code: the first failing test's input, expected and actual output or
-              error, from the sandbox's Verdict.detail).                     --method sdpo
+              error, from the sandbox's Verdict.detail; under --reward, what its verdict holds, at least
+              whether y is right).                                           --method sdpo
 
 The privileged text goes into the question's user turn, after the question, and the model's chat template
 is applied to that turn: both papers put it in the teacher's prompt. The few-shot turns stay as they are.
@@ -58,18 +59,25 @@ def check_references(task: str, rows: list, dataset: str) -> None:
 
 
 def feedback(task: str, verdict) -> str:
-    """The verifier's feedback on y, in words: what SDPO's teacher is told."""
+    """The verifier's feedback on y, in words: what SDPO's teacher is told. Only what the verdict knows: one from
+    a --reward that returns a bool holds no answer, program or detail, so it says correct or not correct."""
     if task == "math":
-        if verdict.extracted is None:
-            return "The answer states no final answer."
-        quoted = _cut(verdict.extracted, MAX_FINAL_ANSWER_CHARS)
-        return f"The final answer {quoted} is {'correct' if verdict.correct else 'not correct'}."
+        if verdict.extracted is not None:
+            quoted = _cut(verdict.extracted, MAX_FINAL_ANSWER_CHARS)
+            return f"The final answer {quoted} is {'correct' if verdict.correct else 'not correct'}."
+        if verdict.correct:
+            return "The answer is correct."
+        return "The answer states no final answer." if verdict.reason == "no_answer" else "The answer is not correct."
     if verdict.correct:
-        return "The program passed every test."
+        return "The program passed every test." if verdict.extracted is not None else "The answer is correct."
     if verdict.detail:
         return _cut(verdict.detail, MAX_FEEDBACK_CHARS)
-    return {"no_answer": "The answer contains no program.", "parse_error": "The program does not compile.",
-            "timeout": "The program ran out of time."}.get(verdict.reason, f"The program failed ({verdict.reason}).")
+    if verdict.reason == "no_answer":
+        return "The answer contains no program."
+    if verdict.extracted is None:  # no program checked, no detail: a --reward that said only "not correct"
+        return "The answer is not correct."
+    return {"parse_error": "The program does not compile.", "timeout": "The program ran out of time."}.get(
+        verdict.reason, f"The program failed ({verdict.reason}).")
 
 
 def hint(context: str, task: str, example, verdict) -> str:

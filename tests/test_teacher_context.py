@@ -1,6 +1,7 @@
 """The Phase 2 teacher's contexts (teacher_context.py): revise (SD-Zero), answer (OPSD), feedback (SDPO),
 token-exact with the real SmolLM2 tokenizer, their texts, the cap on y, and the methods that name them."""
 import json
+import zlib
 
 import pytest
 
@@ -95,6 +96,49 @@ def test_code_feedback_is_the_sandbox_detail_or_the_reason():
     assert tc.feedback("code", Verdict(False, "no_answer")) == "The answer contains no program."
     assert tc.feedback("code", Verdict(False, "runtime_error", "x")) == "The program failed (runtime_error)."
     assert len(tc.feedback("code", Verdict(False, "mismatch", "x", "a" * 5000))) < 1600
+
+
+@pytest.mark.parametrize("task", ["math", "code"])
+def test_feedback_under_a_plugged_reward_says_only_what_its_verdict_knows(task):
+    """A --reward that returns a bool gives Verdict(True, "correct") or Verdict(False, "mismatch") (verifiers/
+    plugin.py), with no answer, program or detail: its feedback is correct or not correct, never "no final
+    answer" or "passed every test", nor a reason the callable never gave."""
+    assert tc.feedback(task, Verdict(True, "correct")) == "The answer is correct."
+    assert tc.feedback(task, Verdict(False, "mismatch")) == "The answer is not correct."
+    assert tc.feedback(task, Verdict(True, "no_answer")) == "The answer is correct."  # it scored: correct wins
+
+
+def test_feedback_under_a_plugged_reward_gives_what_its_verdict_holds():
+    assert tc.feedback("math", Verdict(True, "correct", "80 km/h")) == "The final answer 80 km/h is correct."
+    assert tc.feedback("math", Verdict(False, "no_answer")) == "The answer states no final answer."
+    assert tc.feedback("code", Verdict(False, "mismatch", None, "Expected 2, got 3.")) == "Expected 2, got 3."
+
+
+@pytest.mark.slow  # a training run
+def test_sdpo_under_a_plugged_reward_tells_the_teacher_the_reward_s_verdict(tmp_path, monkeypatch):
+    """--method sdpo --reward FILE:coin (a bool): every teacher prompt holds "The answer is correct." exactly
+    for the answers the callable judged correct, and "The answer is not correct." for the others."""
+    reward = tmp_path / "coin.py"
+    reward.write_text("import zlib\n\ndef coin(response, example):\n"
+                      "    return zlib.crc32(response.encode()) % 2 == 0\n")
+    seen = []
+    build = train.Phase2Rows.build
+
+    def spy(run, batch, prompts, ys, verdicts):
+        rows = build(run, batch, prompts, ys, verdicts)
+        seen.append((run, ys, verdicts, rows))
+        return rows
+    monkeypatch.setattr(train.Phase2Rows, "build", staticmethod(spy))
+    train.main(["--preset", "smoke", "--method", "sdpo", "--out", str(tmp_path / "run"), "--budget", "8",
+                "--n-eval", "4", "--reward", f"{reward}:coin"])
+    said = []
+    for run, ys, verdicts, rows in seen:
+        for i, (y, v) in enumerate(zip(ys, verdicts)):
+            assert v.correct == (zlib.crc32(y.text.encode()) % 2 == 0)
+            text = run.tok.decode(rows.teacher[i][:rows.starts_t[i]])
+            said.append("The answer is correct." if v.correct else "The answer is not correct.")
+            assert tc.FEEDBACK_HINT.format(feedback=said[-1]) in text and "no final answer" not in text
+    assert len(said) == 8 and len(set(said)) == 2, said  # both verdicts were seen
 
 
 def test_references_for_opsd():

@@ -14,6 +14,11 @@ examples pickled, in chunks, and answers row by row. A call's budget is kept twi
 (ITIMER_REAL interrupts a pure-Python loop or sleep), and a deadline in the parent, GRACE_S later, at which
 the workers' process groups are killed (C code that never returns to Python ignores the signal).
 
+Nothing a reward starts outlives its verdict: a worker gets SIGKILL when the thread that started it ends
+(PR_SET_PDEATHSIG: a trainer killed by the OOM killer or a scheduler takes its workers with it, even one inside
+a C call that holds the GIL, where no watching thread could run), and a CPU limit that a call within its budget
+never reaches, as the backstop (verifiers/lifetime.py, `_cpu_backstop`).
+
 Hand-written, because the standard library has no per-call budget that ends in a kill: the pools of
 concurrent.futures and multiprocessing cannot stop one hung call (a result's timeout only stops the wait), and
 their "spawn"/"forkserver" workers re-import the parent's __main__ (train.py, hence torch) in every worker; a
@@ -41,9 +46,11 @@ import traceback
 import weakref
 from collections import deque
 
+from verifiers.lifetime import die_with_parent
 from verifiers.verdict import Verdict
 
 GRACE_S = 3.0  # the parent's deadline for one row: timeout_s after the worker's last answer, plus this
+CPU_MARGIN_S = 10  # RLIMIT_CPU above what a call may use within its wall-clock budget on every core
 STARTUP_S = 60.0  # a worker must have imported the spec by then
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder that holds `verifiers`
 _WORKER = f"import sys; sys.path.insert(0, {_ROOT!r}); from verifiers.plugin import _worker_main; _worker_main()"
@@ -145,6 +152,7 @@ class Reward:
         self.spec, self.target, self.timeout_s, self.workers = spec, target, timeout_s, workers
         self._path, self._cwd, self._owner = sys_path, cwd, os.getpid()
         self._procs: list[subprocess.Popen] = []
+        self._starter: threading.Thread | None = None  # the thread whose end kills the workers (lifetime.py)
         self._questions: list = []
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _kill, self._procs, self._owner)
@@ -161,7 +169,8 @@ class Reward:
 
     def _start(self) -> None:
         init = _frame({"target": self.target, "sys_path": self._path, "parent": os.getpid(),
-                       "timeout_s": self.timeout_s})
+                       "timeout_s": self.timeout_s, "grace_s": GRACE_S})
+        self._starter = threading.current_thread()
         for _ in range(self.workers):
             proc = subprocess.Popen([sys.executable, "-c", _WORKER], cwd=self._cwd, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, start_new_session=True)
@@ -217,7 +226,11 @@ class Reward:
                 raise
 
     def _run(self, responses: list[str], blobs: list[bytes]) -> list[Verdict]:
-        if not self._procs or any(p.poll() is not None for p in self._procs):  # a worker died while idle
+        # The workers die with the thread that started them (PR_SET_PDEATHSIG follows the forking thread, not
+        # the process): a call from another thread starts its own, so that no thread's end can kill them while
+        # they answer; the trainer calls from its main thread only, so it starts them once.
+        if (not self._procs or self._starter is not threading.current_thread()
+                or any(p.poll() is not None for p in self._procs)):  # or a worker died while idle
             self.close()
             self._start()
         n = len(responses)
@@ -268,16 +281,17 @@ def _worker_main() -> None:
         proto.flush()
 
     init = read()
+    die_with_parent(init["parent"])
     sys.path[:] = init["sys_path"]
     try:
         fn = _import(*init["target"])
     except _SpecError as e:
         return send(("fail", str(e)))
-    threading.Thread(target=_watch_parent, args=(init["parent"],), daemon=True).start()
     signal.signal(signal.SIGALRM, _on_alarm)
     send(("ready",))
     while (batch := read()) is not None:  # EOF: the parent closed the pipe
         for i, response, blob in batch:
+            _cpu_backstop(init["timeout_s"] + init["grace_s"])
             send((i, *_call(fn, init["target"][2], response, blob, init["timeout_s"])))
 
 
@@ -285,10 +299,18 @@ def _on_alarm(signum, frame):
     raise _Timeout()
 
 
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:  # re-parented: the trainer is gone
-        time.sleep(1.0)
-    os._exit(0)
+def _cpu_backstop(budget_s: float) -> None:
+    """RLIMIT_CPU at the CPU used so far plus what a call can use in `budget_s` seconds of wall clock with a
+    thread on every core, and a margin: only a worker orphaned in C work (its death signal missed) reaches it,
+    and SIGXCPU ends it."""
+    import resource
+
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    soft = math.ceil(used.ru_utime + used.ru_stime + budget_s * cores) + CPU_MARGIN_S
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def _call(fn, name: str, response: str, blob: bytes, timeout_s: float) -> tuple:

@@ -214,11 +214,9 @@ def _child_reap_until(pid):
 
 
 def _child_kill_children(init=False):
-    """SIGKILL and reap every child of this process, again and again while orphans keep being adopted.
-
-    init: this is PID 1 of the sandbox's PID namespace (C), and kill(-1) reaches exactly the processes of that
-    namespace. Not root, C has no /proc of its own (no mount namespace): the host's /proc, in which its
-    children have other pids and no parent 1, would show it none of them."""
+    """SIGKILL and reap every child of this process, again and again while orphans keep being adopted. init: C,
+    PID 1 of the sandbox's PID namespace, where kill(-1) reaches exactly that namespace (not root, C has no /proc
+    of its own: the host's shows its children under other pids)."""
     me = str(os.getpid())
     for _ in range(10000):
         if init:
@@ -268,9 +266,8 @@ def _child_limit_and_drop(iso, libc, root, uid):
         if os.getresuid() != (uid, uid, uid) or os.getgroups():
             os._exit(70)
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no ptrace or /proc/<pid>/mem, fd, environ from other processes
-    # A uid change clears the parent-death signal: set it again, so that without a PID namespace too the
-    # candidate (and the tester) die with the harness. The candidate's own children get none: their CPU limit
-    # and the next sweep of the uid end them.
+    # A uid change clears the parent-death signal: set again, the candidate and tester die with the harness
+    # without a PID namespace too (the candidate's own children: their CPU limit and the uid sweep end them).
     libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)
     if os.getppid() != parent:
         os._exit(70)

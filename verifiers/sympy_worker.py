@@ -8,10 +8,13 @@ fork). Three parts:
     the worker's process group is killed and reaped (this stops what signals cannot: long big-integer work in
     C). A worker still starting at the deadline is kept for the next call. One worker serves every thread, one
     request at a time behind a lock that a thread waits for only until its own deadline: the trainer checks
-    its responses one after another (verify.rewards), so nothing would use a second one.
+    its responses one after another (verify.rewards), so nothing would use a second one. A worker that cannot
+    serve is `verifier_error`, never a silent 0: it exited before it was ready (a broken install), was not
+    ready within STARTUP_S, or died twice on one request; `last_failure()` says why in one line, from the
+    worker's stderr (kept in a file). `probe()` asks once, for the trainer to call before the model loads.
   * `_worker_main`, the worker: one JSON request per line on stdin, one JSON reply per line out; a soft limit
     per request (SYMPY_TIME_LIMIT_S, SIGALRM: it answers `timeout` and lives on), a CPU backstop, an address
-    space of WORKER_MEMORY_BYTES, and it exits when its parent goes.
+    space of WORKER_MEMORY_BYTES, and SIGKILL when its parent goes (verifiers/lifetime.py).
   * `_sympy_compare`, in the worker: latex2sympy2_extended (math-verify's parser; ANTLR, a few ms per
     expression) reads both sides, decimals made exact first, after the size guards (math_compare._guard);
     then exact rational comparison, `simplify(a - b) == 0`, else numerically at 30 digits (REL_TOL);
@@ -29,17 +32,21 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
+from verifiers.lifetime import die_with_parent
 from verifiers.math_compare import DECIMAL_REL_TOL, MAX_PARTS, MAX_SYMPY_CHARS, _close, _compare, _guard, _Refused
 
 SYMPY_TIME_LIMIT_S = 2.0  # soft limit per request, inside the worker: it answers `timeout` and lives on
 WORKER_MEMORY_BYTES = 2 << 30  # RLIMIT_AS of the worker
 WORKER_CPU_BACKSTOP_S = 30  # RLIMIT_CPU margin per request: kills a worker orphaned in C big-integer work
+STARTUP_S = 60.0  # a worker not ready by then (over however many calls) is a verifier_error
 MAX_REQUEST_CHARS = 2 * MAX_PARTS * MAX_SYMPY_CHARS  # the most that is sent to the worker
 REL_TOL = 1e-9  # numeric check of expressions sympy cannot simplify to equal (no decimals on either side)
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder that holds the `verifiers` package
+_PROBE = ("x (x+1)", "x^2 + x")  # equal only to sympy: the worker's self-check at start, and probe()'s question
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -191,21 +198,23 @@ def _sympy_compare(a: str, b: str, decimal: bool) -> str:
 # The worker process, and its parent side
 
 
-def _worker_main() -> None:
+def _worker_main(parent: int) -> None:
     """Body of a worker process: one JSON request per line on stdin, one JSON reply per line out.
-    Started by `_Worker` as `python -c "from verifiers.sympy_worker import _worker_main; _worker_main()"`."""
+    Started by `_Worker` as `python -c "from verifiers.sympy_worker import _worker_main; _worker_main(PARENT)"`."""
     import resource
 
+    die_with_parent(parent)  # first: a parent killed during the imports below takes this worker too
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # a library's stray print must not corrupt the protocol
-    for limit, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_AS, WORKER_MEMORY_BYTES)):
-        try:
-            resource.setrlimit(limit, (value, value))
-        except (ValueError, OSError):
-            pass  # a lower limit already in force, or one this OS does not support
-    _compare("x (x+1)", "x^2 + x", _sympy_compare)  # import sympy and the parser now, not per request
-    parent = os.getppid()
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
+    except (ValueError, OSError):
+        pass  # a lower limit already in force, or one this OS does not support
+    # Import sympy and the parser now, not per request, outside _sympy_compare's `except`: a broken install (a
+    # module missing, an ANTLR runtime of another version) ends the worker with its traceback on stderr, which
+    # the parent reports (verifier_error), instead of answering parse_error to every request.
+    if not _expr_equal(_to_sympy(_PROBE[0]), _to_sympy(_PROBE[1])):
+        sys.exit(f"sympy finds {_PROBE[0]} and {_PROBE[1]} unequal: this sympy cannot grade")
     replies.write(b'{"ready": true}\n')
     replies.flush()
     for line in iter(sys.stdin.buffer.readline, b""):  # EOF: the parent closed the pipe or died
@@ -214,13 +223,6 @@ def _worker_main() -> None:
         replies.flush()
         if reason == "memory":
             os._exit(1)  # memory may be fragmented or caches half built: let the parent start a new one
-
-
-def _watch_parent(parent: int) -> None:
-    """Exit when the parent is gone (we were re-parented), even while the main thread is busy."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
 
 
 def _serve(line: bytes) -> str:
@@ -258,14 +260,22 @@ class _Worker:
     """Parent side of one worker process. Used by one thread at a time (under `_LOCK`)."""
 
     def __init__(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from verifiers.sympy_worker import _worker_main; _worker_main()"],
-            cwd=_ROOT,  # `python -c` puts the working directory first on sys.path: there it finds `verifiers`
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, to kill it whole; Ctrl-C goes to us only
-        )
+        self.stderr = tempfile.TemporaryFile()  # its traceback, for a failure's cause (a pipe unread could fill)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", f"from verifiers.sympy_worker import _worker_main; _worker_main({os.getpid()})"],
+                cwd=_ROOT,  # `python -c` puts the working directory first on sys.path: there it finds `verifiers`
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                start_new_session=True,  # its own process group, to kill it whole; Ctrl-C goes to us only
+            )
+        except BaseException:
+            self.stderr.close()
+            raise
+        # Its death signal comes when this thread ends (PR_SET_PDEATHSIG follows the thread that forked it).
+        self.thread = threading.current_thread()
+        self.since = time.monotonic()
         self._buffer = b""
         self.ready = False
 
@@ -300,6 +310,29 @@ class _Worker:
         line = self._read_line(deadline)
         return None if line is None else json.loads(line)["reason"]
 
+    def last_line(self) -> str:
+        """The last line the worker wrote to stderr (a traceback's names the exception), "" if none."""
+        fd = self.stderr.fileno()
+        size = os.fstat(fd).st_size
+        tail = os.pread(fd, 4096, max(0, size - 4096))  # pread: the worker shares the file's offset
+        lines = tail.decode(errors="replace").strip().splitlines()
+        return lines[-1].strip() if lines else ""
+
+    def failure(self, when: str) -> str:
+        """How the worker ended, `when`, and its last line on stderr: `exited with code 1 before it was ready:
+        ModuleNotFoundError: ...`. Called once its stdout is closed, when it is ending anyway."""
+        last = self.last_line()
+        try:
+            code = self.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:  # its pipe broke, yet it runs
+            self.kill()
+            code = self.proc.returncode
+        try:
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        except ValueError:
+            how = f"was killed by signal {-code}"
+        return f"{how} {when}" + (f": {last}" if last else "")
+
     def kill(self) -> None:
         """Kill the worker's process group and reap it: nothing survives a timeout."""
         if self.proc.returncode is None:
@@ -308,7 +341,7 @@ class _Worker:
             except (ProcessLookupError, PermissionError):
                 pass
             self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
+        for pipe in (self.proc.stdin, self.proc.stdout, self.stderr):
             try:
                 pipe.close()
             except OSError:
@@ -321,46 +354,86 @@ class _Worker:
 
 _LOCK = threading.Lock()  # held for a whole request: the worker answers one at a time
 _worker: _Worker | None = None  # started on first use; replaced when it dies or is killed
+_last_failure: str | None = None  # the cause of the last verifier_error
 
 
 def ask(a: str, b: str, deadline: float) -> str:
     """The worker's reason for normalised (a, b) by `deadline`: `timeout` when it runs out (the worker is then
-    killed), also while another thread's request holds the worker past it."""
+    killed), also while another thread's request holds the worker past it; `verifier_error` when the worker
+    cannot serve (last_failure() says why)."""
+    global _last_failure
     if len(a) + len(b) > MAX_REQUEST_CHARS:
         return "timeout"  # elements the parent has not looked at yet may be huge
     lock = _LOCK
     if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
         return "timeout"
     try:
-        for _ in range(2):  # a worker that died mid-request (memory, or a kill that raced us): once more
-            reason = _ask_once(a, b, deadline)
-            if reason != "died":
-                return reason
-        return "timeout"
+        reason, cause = _ask_once(a, b, deadline)
+        if reason == "died":  # killed from outside (the OOM killer), or with the thread that started it: once more
+            reason, cause = _ask_once(a, b, deadline)
+            if reason == "died":
+                reason, cause = "verifier_error", ("the sympy worker died twice on one request; the second time it "
+                                                   + cause)
+        if reason == "verifier_error":
+            _last_failure = cause
+        return reason
     finally:
         lock.release()
 
 
-def _ask_once(a: str, b: str, deadline: float) -> str:
+def _ask_once(a: str, b: str, deadline: float) -> tuple[str, str | None]:
+    """(reason, cause): the worker's reason; `timeout` (the deadline passed: the worker is killed, unless it is
+    still starting); `died` (killed while serving: worth one more try), or `verifier_error`, with why."""
     global _worker
-    if _worker is not None and _worker.proc.poll() is not None:  # it died idle (e.g. the OOM killer): replace it
-        _worker.kill()
+    if _worker is not None and (_worker.proc.poll() is not None or not _worker.thread.is_alive()):
+        _worker.kill()  # it died idle (the OOM killer), or is dying: the thread that started it has ended
         _worker = None
     if _worker is None:
-        _worker = _Worker()
+        try:
+            _worker = _Worker()  # started by this thread, which lives until this request is answered
+        except OSError as e:
+            return "verifier_error", f"the sympy worker could not be started: {e}"
+    worker, reason, cause = _worker, None, None
     try:
-        reason = _worker.ask(a, b, deadline) if _worker.start(deadline) else "starting"
+        if not worker.start(deadline):
+            if time.monotonic() - worker.since < STARTUP_S:
+                return "timeout", None  # it keeps starting, for the next call
+            reason, cause = "verifier_error", (f"the sympy worker was not ready within {STARTUP_S:g} s"
+                                               + (f": {last}" if (last := worker.last_line()) else ""))
+        else:
+            reason = worker.ask(a, b, deadline)
     except (EOFError, OSError, ValueError):
-        reason = "died"  # out of memory or CPU, or killed from outside
-    if reason in (None, "memory", "died"):
-        _worker.kill()
+        cause = worker.failure("while it served a request" if worker.ready else "before it was ready")
+        reason = "died"  # killed (from outside, or with the thread that started it): worth one more try
+        if not worker.ready and worker.proc.returncode >= 0:  # it exited by itself while starting: it would again
+            reason, cause = "verifier_error", f"the sympy worker {cause}"
+    if reason in (None, "memory", "died", "verifier_error"):  # missed the deadline, out of memory, or dead
+        worker.kill()
         _worker = None
-    return "timeout" if reason in (None, "memory", "starting") else reason  # one still starting is kept
+    return ("timeout" if reason in (None, "memory") else reason), cause
+
+
+def probe(timeout_s: float = 60.0) -> str | None:
+    """None when the worker (started now if need be) answers a comparison that only sympy decides as `correct`;
+    else why not, in one line. For the trainer to call before the model loads: a broken install stops the run
+    there, instead of every answer that needs sympy scoring 0."""
+    reason = ask(*_PROBE, time.monotonic() + timeout_s)
+    if reason == "correct":
+        return None
+    if reason == "verifier_error":
+        return _last_failure
+    return f"the sympy worker's verdict on {_PROBE[0]} = {_PROBE[1]} within {timeout_s:g} s was {reason}, not correct"
+
+
+def last_failure() -> str | None:
+    """The one-line cause of the last `verifier_error` of this process (None if there was none): for the message
+    that stops a run on one."""
+    return _last_failure
 
 
 def _kill_at_exit() -> None:
-    """At exit: kill the worker. One busy with another thread's request is left to exit by itself, within a second
-    of this process (`_watch_parent`)."""
+    """At exit: kill the worker. One busy with another thread's request is left to its death signal, which comes
+    when this process ends."""
     global _worker
     if not _LOCK.acquire(blocking=False):
         return

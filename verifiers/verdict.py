@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-REASONS = ("correct", "no_answer", "mismatch", "parse_error", "timeout")  # check_math's (see verify.py)
-CODE_REASONS = REASONS + ("runtime_error", "bad_task", "sandbox_error")  # check_code's (see verifiers/sandbox.py)
+REASONS = ("correct", "no_answer", "mismatch", "parse_error", "timeout", "verifier_error")  # check_math's (verify.py)
+CODE_REASONS = REASONS[:-1] + ("runtime_error", "bad_task", "sandbox_error")  # check_code's (verifiers/sandbox.py)
+# The verdicts that are no verdict: the verifier itself failed (math: its sympy worker could not start, or died
+# twice on one request; code: the sandbox could not be set up). Never the response's doing, so never a reward:
+# verify.verdicts and verify.rewards raise RewardUnavailable on them, and a training run stops.
+UNAVAILABLE = ("verifier_error", "sandbox_error")
 
 
 @dataclass(frozen=True)
