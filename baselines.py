@@ -27,7 +27,8 @@ import torch
 
 import parallel
 import sdzero
-from run import EpochCursor, Run, derive_seed, fmt, loggable, mean, optimizer_step, peak_memory_mib, train_loop
+from run import (EpochCursor, Run, derive_seed, fmt, loggable, mean, optimizer_step, peak_memory_mib, train_loop,
+                 verdict_fields)
 
 NORMS = ("token", "sequence")  # --grpo-norm: a mean over the batch's tokens (DAPO) or over its samples (GRPO)
 
@@ -141,10 +142,11 @@ def rft_sample(run: Run) -> None:
     rows = pool[:min(len(pool), cfg.budget // cfg.rft_samples)] if cfg.budget else pool
     k, t0 = cfg.rft_samples, time.time()
     prompts = [run.prompt_ids(ex) for ex in rows]
-    ys, rs = run.rollouts([p for p in prompts for _ in range(k)],
-                          [derive_seed(cfg.seed, "rft", i, j) for i in range(len(rows)) for j in range(k)],
-                          [ex for ex in rows for _ in range(k)], cfg.max_new_tokens, "baseline",
-                          "rft: samples")
+    ys, verdicts = run.rollout_verdicts([p for p in prompts for _ in range(k)],
+                                        [derive_seed(cfg.seed, "rft", i, j) for i in range(len(rows)) for j in range(k)],
+                                        [ex for ex in rows for _ in range(k)], cfg.max_new_tokens, "baseline",
+                                        "rft: samples")
+    rs = [int(v.correct) for v in verdicts]
     run.count_generations("rft", len(ys))
     data, solved = [], 0
     for i, p in enumerate(prompts):
@@ -163,7 +165,7 @@ def rft_sample(run: Run) -> None:
                  f"{stats['solved_share']:.3f}, kept {len(data)} {'distinct ' if cfg.rft_dedup else ''}correct answers")
     for n in range(min(cfg.log_samples, len(ys))):
         run.log.sample({"phase": "rft", "question": rows[n // k].question, "answer": loggable(rows[n // k].answer),
-                        "y": ys[n].text, "r": rs[n]})
+                        "y": ys[n].text, "r": rs[n], **verdict_fields(verdicts[n])})
     if not data:
         raise SystemExit(f"RFT kept nothing: none of the {len(ys)} samples of {len(rows)} questions verified "
                          "correct; use an easier task, more --rft-samples or a stronger --model.")

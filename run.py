@@ -88,6 +88,12 @@ def loggable(answer):
     return answer
 
 
+def verdict_fields(verdict, prefix: str = "") -> dict:
+    """What samples.jsonl shows of a verdict beside its r: the reason and the answer (math) or program (code)
+    that was checked; never `detail`, which quotes a code task's hidden tests."""
+    return {f"{prefix}reason": verdict.reason, f"{prefix}extracted": verdict.extracted}
+
+
 def fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -277,6 +283,11 @@ class Run:
                                        eval_dataset=cfg.eval_dataset or None, verify_gold=self.reward is None)
         except ValueError as e:  # bad data is the user's input: one clear line, no traceback
             raise SystemExit(str(e)) from None
+        # The code reward's sandbox is probed before the model loads: one that cannot start would score every
+        # answer 0 (the math worker is started on first use; one that dies stops the run: rollout_verdicts).
+        problem = verify.probe("code") if cfg.task == "code" and self.reward is None else None
+        if problem:
+            raise SystemExit(problem)
         if cfg.teacher_context == "answer":
             teacher_context.check_references(cfg.task, self.data["n2"], cfg.dataset)
         if cfg.enable_thinking and self.dist.main:
@@ -328,15 +339,19 @@ class Run:
         return self.data["n1"] + self.data["n2"]
 
     def prompt_messages(self, ex: tasks.Example) -> list[dict]:
-        """chat(x)'s messages: the worked examples (--fewshot), then the question."""
+        """chat(x)'s messages: the worked examples (--fewshot), then the question (a conversational row's
+        conversation, data/)."""
         return tasks.prompt_messages(ex.question, self.cfg.fewshot, revise.CONTROL_PHRASES[self.cfg.phrase_style][0],
-                                     task=self.cfg.task)
+                                     task=self.cfg.task, conversation=ex.meta.get("conversation"))
 
     def prompt_ids(self, ex: tasks.Example) -> list[int]:
-        if ex.question not in self._prompt_cache:
-            self._prompt_cache[ex.question] = sdzero.chat_prompt_ids(self.tok, self.prompt_messages(ex),
-                                                                     self.cfg.enable_thinking)
-        return self._prompt_cache[ex.question]
+        # Keyed by the messages, not the question: conversational rows that end in the same user turn may
+        # differ in their system turns.
+        messages = self.prompt_messages(ex)
+        key = json.dumps(messages)
+        if key not in self._prompt_cache:
+            self._prompt_cache[key] = sdzero.chat_prompt_ids(self.tok, messages, self.cfg.enable_thinking)
+        return self._prompt_cache[key]
 
     def rollouts(self, prompts: list[list[int]], seeds: list[int], examples: list[tasks.Example],
                  max_new_tokens: int, stage: str, desc: str) -> tuple[list[sdzero.Rollout], list[int]]:
@@ -372,13 +387,35 @@ class Run:
             ys = [sdzero.end_at_stop(self.tok, y, self.p1_stop_ids, stop_strings or [], self.eot_id) for y in ys]
         vs = self.verdicts([y.text for y in ys], [examples[i] for i in mine])
         both = parallel.gather(d, len(prompts), mine, list(zip(ys, vs)))
+        self.require_rewards([v for _, v in both], stage)  # on every rank, after the gather: all stop together
         return [y for y, _ in both], [r for _, r in both]
+
+    def require_rewards(self, verdicts: list[verify.Verdict], stage: str) -> None:
+        """Stop the run when the verifier failed on any response (verify.UNAVAILABLE: the sandbox or the math
+        worker, never the response's doing): a reward of 0 there would train on a lie. Counted in metrics.jsonl
+        first (a row with phase "reward_unavailable"), then one line says why and what to do."""
+        problem = verify.unavailable(verdicts, self.cfg.task)
+        if problem is None:
+            return
+        if self.reward is not None:  # the user's callable said so
+            problem = f"--reward {self.cfg.reward} returned no verdict ({', '.join(verify.UNAVAILABLE)}) for " \
+                      f"{sum(v.reason in verify.UNAVAILABLE for v in verdicts)} of {len(verdicts)} responses"
+        reasons: dict[str, int] = {}
+        for v in verdicts:
+            reasons[v.reason] = reasons.get(v.reason, 0) + 1
+        self.log.step({"phase": "reward_unavailable", "stage": self.state.stage, "step": self.state.step,
+                       "rollouts": stage, "reasons": reasons, "message": problem})
+        raise SystemExit(f"{problem}. Stopped at {self.state.stage}, step {self.state.step}; the last checkpoint "
+                         f"in {self.out / 'checkpoint'} (if any) is intact.")
 
     def verdicts(self, responses: list[str], examples: list[tasks.Example]) -> list[verify.Verdict]:
         """The verdict on each response: --reward's callable when given, else the task's verifier."""
         if self.reward is not None:
             return self.reward.verdicts(responses, examples)
-        return verify.verdicts(responses, [ex.answer for ex in examples], self.cfg.task)
+        # Under torchrun the ranks of a machine share its sandbox slots (one per CPU): each its share of threads.
+        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))
+        workers = max(1, len(os.sched_getaffinity(0)) // max(1, ranks_here))
+        return verify.verdicts(responses, [ex.answer for ex in examples], self.cfg.task, strict=False, workers=workers)
 
     def sampling_model(self):
         """The weights rollouts read. With bf16 (one process or DDP): a bf16 copy, refreshed from the fp32

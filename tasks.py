@@ -78,23 +78,29 @@ def math_prompt(question: str) -> str:
     return f"{question} {MATH_INSTRUCTION}"
 
 
-def prompt_messages(question: str, fewshot: bool = False, wrong_phrase: str = "", task: str = "math") -> list[dict]:
+def prompt_messages(question: str, fewshot: bool = False, wrong_phrase: str = "", task: str = "math",
+                    conversation: list[dict] | None = None) -> list[dict]:
     """Chat messages for one question: optional system + worked example turns, then the question.
 
     wrong_phrase is the r=0 control phrase of the run's style (revise.CONTROL_PHRASES[style][0]). The model's
-    chat template is applied by sdzero.chat_prompt_ids.
+    chat template is applied by sdzero.chat_prompt_ids. conversation: a conversational row's messages (data/:
+    TRL's form), whose last turn is the user turn `question`. Its leading system turns take the place of
+    FEWSHOT_SYSTEM, the worked turns (when fewshot) come next, then the rest of the conversation; the last turn
+    gets the task's instruction as a plain question does, so the model is still told to box its answer.
     """
     if task == "math":
         shots, fmt = FEWSHOT, math_prompt
     else:
         shots, fmt = (FEWSHOT_STDIO if question.endswith(STDIO_INSTRUCTION) else FEWSHOT_CODE), str
-    messages = []
+    turns = list(conversation or [{"role": "user", "content": question}])
+    n_system = next(i for i, m in enumerate(turns) if m["role"] != "system")
+    messages = turns[:n_system]
     if fewshot:
-        messages.append({"role": "system", "content": FEWSHOT_SYSTEM})
+        messages = messages or [{"role": "system", "content": FEWSHOT_SYSTEM}]
         for q, first, revised in shots:
             turn = first if revised is None else f"{first}\n\n{wrong_phrase}\n\n{revised}"
             messages += [{"role": "user", "content": fmt(q)}, {"role": "assistant", "content": turn}]
-    return messages + [{"role": "user", "content": fmt(question)}]
+    return messages + turns[n_system:-1] + [{"role": "user", "content": fmt(question)}]
 
 
 # ------------------------------------------------------------------------------------------ embedded math

@@ -67,7 +67,7 @@ import sdzero
 import tasks
 import teacher_context
 from run import (EpochCursor, Run, derive_seed, final_stage, fmt, loggable, mean, method_stages, optimizer_step,
-                 parse_teacher, peak_memory_mib, train_loop)
+                 parse_teacher, peak_memory_mib, train_loop, verdict_fields)
 from run_folder import git_commit, prepare_out, print_table, save_model, write_results
 
 
@@ -98,8 +98,9 @@ def evaluate_rows(run: Run, name: str, rows: list, max_new_tokens: int, label: s
     seeds = [derive_seed(cfg.seed, "eval", name, label, i) if label else derive_seed(cfg.seed, "eval", name, i)
              for i in range(len(prompts))]
     t0 = time.time()
-    rollouts, correct = run.rollouts(prompts, seeds, [rows[i // k] for i in range(len(prompts))],
-                                     max_new_tokens, "eval", f"eval {name} {label}".rstrip())
+    rollouts, verdicts = run.rollout_verdicts(prompts, seeds, [rows[i // k] for i in range(len(prompts))],
+                                              max_new_tokens, "eval", f"eval {name} {label}".rstrip())
+    correct = [int(v.correct) for v in verdicts]
     per_q = [sum(correct[j * k:(j + 1) * k]) for j in range(len(rows))]
     result = {
         "avg@k": mean(correct), "pass@k": mean(pass_at_k(k, c, k) for c in per_q),
@@ -119,7 +120,7 @@ def evaluate_rows(run: Run, name: str, rows: list, max_new_tokens: int, label: s
     for i in range(min(cfg.log_samples, len(rollouts))):
         run.log.sample({"phase": "eval", "stage": name, **at, **({"dataset": label} if label else {}),
                         "question": rows[i // k].question, "answer": loggable(rows[i // k].answer),
-                        "y": rollouts[i].text, "r": correct[i]})
+                        "y": rollouts[i].text, "r": correct[i], **verdict_fields(verdicts[i])})
     return result
 
 
@@ -159,8 +160,8 @@ def phase1_sample(run: Run) -> None:
     t0 = time.time()
     prompts = [run.prompt_ids(ex) for ex in rows]
     seeds = [derive_seed(cfg.seed, "p1_init", n // k, *([n % k] if n % k else [])) for n in range(len(rows))]
-    y_init, r_init = run.rollouts(prompts, seeds, rows, cfg.max_new_tokens, "p1",
-                                  "phase 1: y_init")
+    y_init, v_init = run.rollout_verdicts(prompts, seeds, rows, cfg.max_new_tokens, "p1", "phase 1: y_init")
+    r_init = [int(v.correct) for v in v_init]
     # Revise every y_init (paper) or only the wrong ones (authors' code, --no-revise-correct).
     todo = [i for i in range(len(rows)) if cfg.revise_correct or r_init[i] == 0]
     contexts, owners = [], []
@@ -170,8 +171,9 @@ def phase1_sample(run: Run) -> None:
         for j in range(cfg.num_revisions):
             contexts.append(ctx)
             owners.append((i, j))
-    y_rev, r_rev = run.rollouts(contexts, [derive_seed(cfg.seed, "p1_rev", i, j) for i, j in owners],
-                                [rows[i] for i, _ in owners], cfg.max_new_tokens, "p1", "phase 1: revisions")
+    y_rev, v_rev = run.rollout_verdicts(contexts, [derive_seed(cfg.seed, "p1_rev", i, j) for i, j in owners],
+                                        [rows[i] for i, _ in owners], cfg.max_new_tokens, "p1", "phase 1: revisions")
+    r_rev = [int(v.correct) for v in v_rev]
     verified = [(i, y_init[i].response_ids, y.response_ids) for y, r, (i, _) in zip(y_rev, r_rev, owners) if r == 1]
     tuples, curation = curate_tuples(run, rows, verified)
     if cfg.srt_variant == "two-stage":
@@ -194,11 +196,12 @@ def phase1_sample(run: Run) -> None:
                  f"[phase 1] y_init acc {fmt(stats['y_init_accuracy'])}  revision acc r=0 "
                  f"{fmt(stats['revision_accuracy_r0'])} r=1 {fmt(stats['revision_accuracy_r1'])}  kept {len(kept)} "
                  f"({stats['kept_corrections']} corrections)")
-    for n, (y, r, (i, j)) in enumerate(zip(y_rev, r_rev, owners)):
+    for n, (y, r, v, (i, j)) in enumerate(zip(y_rev, r_rev, v_rev, owners)):
         if n >= cfg.log_samples * cfg.num_revisions:
             break
         run.log.sample({"phase": "p1", "question": rows[i].question, "answer": loggable(rows[i].answer),
-                        "y_init": y_init[i].text, "r": r_init[i], "revision": y.text, "revision_r": r})
+                        "y_init": y_init[i].text, "r": r_init[i], **verdict_fields(v_init[i]), "revision": y.text,
+                        "revision_r": r, **verdict_fields(v, "revision_")})
     if not kept:
         raise SystemExit(
             f"Phase 1 kept no revisions: none of the {len(y_rev)} revisions of {len(rows) // k} questions verified "
@@ -221,7 +224,7 @@ def curate_tuples(run: Run, rows: list, verified: list[tuple]) -> tuple[list[tup
             new_init = revise.clean_response_ids(run.tok, init, False, run.end_ids)
             new_rev = revise.clean_response_ids(run.tok, rev, True, run.end_ids)
             changed += new_init != init or new_rev != rev
-            key = (rows[i].question, tuple(new_init), tuple(new_rev))
+            key = (tuple(run.prompt_ids(rows[i])), tuple(new_init), tuple(new_rev))  # x: its whole prompt
             if key not in seen:
                 seen.add(key)
                 cleaned.append((i, new_init, new_rev))
@@ -417,7 +420,7 @@ def phase2_step(run: Run, step: int, cursor: EpochCursor, loss_fn: distill.Disti
     grad_norm = optimizer_step(run, None, value, "p2", step)
     t_student += time.time() - t2
     kl_seq = parallel.gather(run.dist, len(ys), mine, [mean(kl_of[i]) if kl_of.get(i) else 0.0 for i in mine])
-    log_phase2_samples(run, step, batch, ys, rs, pairs, mine, kl_of, top_of)
+    log_phase2_samples(run, step, batch, ys, verdicts, pairs, mine, kl_of, top_of)
     n_tok, dt = sum(pairs.lengths), time.time() - t0
     return {"phase": "p2", "step": step + 1, "loss": value, "lr": lr, "grad_norm": grad_norm,
             "reward_mean": mean(rs), "kl_r0": mean(v for v, r in zip(kl_seq, rs) if r == 0),
@@ -471,14 +474,15 @@ class Phase2Rows:
         return [self.teacher[i] for i in ix], [self.starts_t[i] for i in ix], [self.lengths[i] for i in ix]
 
 
-def log_phase2_samples(run: Run, step: int, batch: list, ys: list, rs: list[int], pairs: Phase2Rows,
+def log_phase2_samples(run: Run, step: int, batch: list, ys: list, verdicts: list, pairs: Phase2Rows,
                        mine: list[int], kl_of: dict, top_of: dict) -> None:
     """samples.jsonl: per token, the KL and the teacher's most likely token, what the reviser would write
     (bench/localize.py reads them). This rank's rows; rank 0 logs."""
     tok = run.tok
     for i in mine[:run.cfg.log_samples]:
         run.log.sample({"phase": "p2", "step": step + 1, "question": batch[i].question,
-                        "answer": loggable(batch[i].answer), "y": ys[i].text, "r": rs[i],
+                        "answer": loggable(batch[i].answer), "y": ys[i].text, "r": int(verdicts[i].correct),
+                        **verdict_fields(verdicts[i]),
                         "tokens": tok.convert_ids_to_tokens(pairs.student[i][pairs.starts_s[i]:]),
                         "kl": [round(v, 5) for v in kl_of.get(i, [])],
                         "teacher_top": tok.convert_ids_to_tokens(top_of.get(i, []))})

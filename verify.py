@@ -4,7 +4,9 @@
 It never raises, and returns within HARD_TIME_LIMIT_S from any thread. `Verdict.reason` says why:
 `correct`; `no_answer` (nothing to extract); `mismatch`; `parse_error` (cannot be read as mathematics);
 `timeout` (the budget ran out, or the input was refused because evaluating it would exceed the budget,
-e.g. `10^{10^{10}}`, or an answer longer than MAX_ANSWER_CHARS).
+e.g. `10^{10^{10}}`, or an answer longer than MAX_ANSWER_CHARS); `verifier_error` (no verdict: the sympy
+worker exited before it was ready, was not ready within its STARTUP_S, or died twice on one request;
+`sympy_worker.last_failure()` says why, `sympy_worker.probe()` asks before a run).
 
 What it checks, in order:
   1. Extraction (verifiers/math_extract.py): only the last MAX_TAIL_CHARS characters after the last
@@ -19,7 +21,9 @@ What it checks, in order:
      anywhere" fallback: it would reward any number that happens to appear in the working.
   2. Hedges never score: every value the response states must equal the gold. A box and a later answer
      marker with another value are two statements (unless the work between them derives the marker's
-     value: the box was a step); a box retracted right after it ("but that is wrong") does not count.
+     value: the box was a step); a box taken back by a statement about its own value ("but that is wrong",
+     "scratch that", "I made a mistake", the reviser's r = 0 phrase) does not count, while a remark about
+     another value, option or slip ("6 would be incorrect", "Options A and D are wrong") keeps it.
      Only a gold with that many values takes the alternatives of a hedge, as one list (`x = 1 \\text{ or }
      x = -1` for gold `\\pm 1`). A list of candidates never scores: a list only matches a list.
   3. Normalisation (verifiers/math_compare.py, as are 4-6; linear string work): delimiters, `\\left/\\right`,
@@ -79,10 +83,10 @@ from verifiers import sandbox, sympy_worker
 from verifiers.math_compare import MAX_ANSWER_CHARS, _HEDGE_RE, _as_sequence, _compare, _NeedSympy, _normalize, _Refused
 from verifiers.math_extract import _final_answers, extract_answer
 from verifiers.sandbox import check_code, task_problem
-from verifiers.verdict import CODE_REASONS, REASONS, Verdict
+from verifiers.verdict import CODE_REASONS, REASONS, UNAVAILABLE, Verdict
 
-__all__ = ["CODE_REASONS", "HARD_TIME_LIMIT_S", "REASONS", "Verdict", "check_code", "check_math", "extract_answer",
-           "rewards", "task_problem", "verdicts"]
+__all__ = ["CODE_REASONS", "HARD_TIME_LIMIT_S", "REASONS", "RewardUnavailable", "UNAVAILABLE", "Verdict", "check_code",
+           "check_math", "extract_answer", "probe", "rewards", "task_problem", "unavailable", "verdicts"]
 
 HARD_TIME_LIMIT_S = 4.5  # wall-clock limit of one check_math call, a worker's start and wait included: then `timeout`
 
@@ -146,14 +150,60 @@ def check_math(response: str, gold: str) -> Verdict:
         return Verdict(False, "parse_error", extracted)
 
 
-def verdicts(responses: list[str], answers: list, task: str) -> list[Verdict]:
-    """The verdict on each response: math answers through check_math; code tasks (dicts) through the sandbox,
-    all candidates of the batch at once on a pool sized to the cores."""
+class RewardUnavailable(RuntimeError):
+    """No reward exists for some responses of a batch: the verifier itself failed on them (a reason in
+    UNAVAILABLE). A 0 would be a silent lie, so the batch contract raises. str() is one line: how many, why,
+    and what to do; `verdicts` holds the whole batch's verdicts, so that a caller can count them."""
+
+    def __init__(self, message: str, batch: list[Verdict]):
+        super().__init__(message)
+        self.verdicts = batch
+
+
+def unavailable(batch: list[Verdict], task: str) -> str | None:
+    """One line on the verdicts of `batch` that are no verdict (None when there are none): how many, the cause
+    and what to do."""
+    failed = [v for v in batch if v.reason in UNAVAILABLE]
+    if not failed:
+        return None
     if task == "code":
-        return list(sandbox.check_code_batch(responses, answers))
-    return [check_math(y, a) for y, a in zip(responses, answers)]
+        cause = sandbox.sandbox_problem() or ("the sandbox failed to start a candidate twice in a row "
+                                              f"({failed[0].detail or 'no report'}); see the log above")
+    else:
+        cause = (sympy_worker.last_failure() or "its sympy worker could not answer") + \
+            "; check that `pip install -r requirements.txt` installed sympy and latex2sympy2_extended"
+    return f"the {task} reward cannot be computed for {len(failed)} of {len(batch)} responses: {cause}"
+
+
+def verdicts(responses: list[str], answers: list, task: str, *, strict: bool = True,
+             workers: int | None = None) -> list[Verdict]:
+    """The verdict on each response: math answers through check_math; code tasks (dicts) through the sandbox,
+    all candidates of the batch at once on a pool sized to the cores. RewardUnavailable when the verifier failed
+    on any of them (check_math and check_code return such verdicts; a batch, which a trainer turns into rewards,
+    never does), unless strict=False (the caller checks `unavailable` itself: run.Run, after gathering ranks).
+    workers: the code pool's threads (default: the usable cores; a trainer under torchrun gives each rank its
+    share, as the machine's sandbox slots are shared)."""
+    if task == "code":
+        batch = list(sandbox.check_code_batch(responses, answers, workers=workers))
+    else:
+        batch = [check_math(y, a) for y, a in zip(responses, answers)]
+    problem = unavailable(batch, task) if strict else None
+    if problem:
+        raise RewardUnavailable(problem, batch)
+    return batch
 
 
 def rewards(responses: list[str], answers: list, task: str) -> list[int]:
-    """r(y, a) in {0, 1} for each response (verdicts' correct)."""
+    """r(y, a) in {0, 1} for each response (verdicts' correct); RewardUnavailable where there is none."""
     return [int(v.correct) for v in verdicts(responses, answers, task)]
+
+
+def probe(task: str) -> str | None:
+    """Why the task's verifier cannot run on this machine (one line, with what to do), or None when it can: the
+    sandbox's setup probe (code), the sympy worker's start and first answer (math). A trainer asks before its
+    model loads."""
+    if task == "code":
+        return sandbox.sandbox_problem()
+    problem = sympy_worker.probe()
+    return None if problem is None else (f"the math reward cannot run: {problem}; check that `pip install -r "
+                                         "requirements.txt` installed sympy and latex2sympy2_extended")

@@ -15,13 +15,21 @@ imports data, so there is no cycle.
   a Hub id         `owner/name[:config][@split]` for math, with --question-field/--answer-field naming the
                    fields (default split: train, else test). Code datasets must be registry names.
   a local file     `.jsonl` or `.parquet` with --question-field/--answer-field (for code the answer field is a
-                   code task, as a JSON object or a JSON string).
+                   code task, as a JSON object or a JSON string). The README's "Local files" has a row of each.
+
+In a local file or a Hub id (the fields the user names, registry.user_question / user_math_gold) a math
+answer is read as its final answer: after the last `####` (GSM8K's format, as the gsm8k mapping reads it),
+the box of a boxed solution, a number as its text. A question field may hold a list of chat messages (TRL's
+conversational form): the Example's question is its last user turn and meta["conversation"] the messages,
+which tasks.prompt_messages asks the model.
 
 Bad input never crashes a run and never turns into a silent zero reward. A dataset without a field its
-mapping reads, a local row without the named field, an empty split: a ValueError naming the dataset, the row
-and the field. A row that is there but unusable (a filtered row, an answer the math verifier cannot read
-back from `\\boxed{answer}`, a code task the sandbox would refuse) is skipped and counted; `load_task`
-returns the counts in `TaskData.skipped` (`"train/<reason>"`, `"eval/<reason>"`) for the metrics. Rows are
+mapping reads, a local row without the named field, an empty split, a question field that is neither a string
+nor chat messages, a math answer in prose (no final answer a response could match): a ValueError naming the
+dataset, the row and the field. A row that is there but unusable (a filtered row, an answer the math verifier
+cannot read back from `\\boxed{answer}`, a code task the sandbox would refuse) is skipped and counted;
+`load_task` returns the counts in `TaskData.skipped` (`"train/<reason>"`, `"eval/<reason>"`) for the metrics,
+and for a local code file the first malformed row, with the shape expected, in `TaskData.notes`. Rows are
 examined in the seeded order until enough are usable, so counts cover the rows examined.
 """
 from data.load import TaskData, load_task

@@ -21,10 +21,10 @@ from pathlib import Path
 from data.registry import (
     REGISTRY,
     Skip,
-    convert_row,
     gold_problem,
-    math_row,
     row_converter,
+    user_math_gold,
+    user_question,
 )
 from tasks import Example, embedded_code, embedded_math, humaneval_package_rows
 
@@ -41,14 +41,16 @@ class Source:
 
 class Stream:
     """Usable Examples of one source, converted lazily in the seeded order (row order when seed is None);
-    skipped rows are counted in `skipped` under "<role>/<reason>"."""
+    skipped rows are counted in `skipped` under "<role>/<reason>", and the first skip that carries a note (what
+    is wrong with the row, what was expected) goes to `notes`."""
 
-    def __init__(self, source: Source, seed: int | None, skipped: dict[str, int]):
-        self.source, self.skipped = source, skipped
+    def __init__(self, source: Source, seed: int | None, skipped: dict[str, int], notes: list[str] | None = None):
+        self.source, self.skipped, self.notes = source, skipped, notes
         self.order = list(range(len(source.rows)))
         if seed is not None:
             random.Random(seed).shuffle(self.order)
         self.pos = 0
+        self.noted = False
 
     def take(self, n: int | None, role: str) -> list[Example]:
         """The next n usable Examples (all the rest when n is None; fewer when the source runs out)."""
@@ -61,6 +63,9 @@ class Stream:
             except Skip as s:
                 key = f"{role}/{s.reason}"
                 self.skipped[key] = self.skipped.get(key, 0) + 1
+                if s.note and self.notes is not None and not self.noted:
+                    self.notes.append(s.note)
+                    self.noted = True
         return out
 
 
@@ -173,23 +178,76 @@ def _local_rows(path: str, question_field: str, answer_field: str) -> list[dict]
     return [{"question": obj[question_field], "answer": obj[answer_field], "row": lineno} for lineno, obj in rows]
 
 
+# One code task of each kind (verifiers/sandbox.py, "Task schema"), what a malformed row's note shows; the
+# README's local-file examples use the same tasks, and tests load both.
+CODE_TASK_EXAMPLES = (
+    '{"kind": "stdio", "tests": [{"input": "2 3\\n", "output": "5\\n"}]}',
+    '{"kind": "call", "entry_point": "add", "tests": [{"args": [2, 3], "expected": 5}]}',
+    '{"kind": "assert", "entry_point": "add", "tests": ["assert add(2, 3) == 5"]}',
+)
+
+
+def _code_gold(answer, label: str, row: int, answer_field: str) -> dict:
+    """A local code row's task (a JSON object, or a JSON string of one), or Skip with a note that shows the shape."""
+    def skip(reason: str, what: str) -> Skip:
+        shapes = " or ".join(CODE_TASK_EXAMPLES)
+        return Skip(reason, f"{label}: row {row} is skipped: its {answer_field!r} (--answer-field) {what}; a code "
+                            f"task is a JSON object (or a JSON string of one) such as {shapes} (README, Local "
+                            "files); further such rows are only counted")
+    if isinstance(answer, str):
+        try:
+            answer = json.loads(answer)
+        except json.JSONDecodeError as e:
+            raise skip("malformed_code_task", f"is not JSON ({e.msg})") from None
+    reason = gold_problem("code", answer)
+    if reason:
+        raise skip(reason, f"is not a task the sandbox can run: {reason}")
+    return answer
+
+
+def _example(question: str, conversation: list[dict] | None, answer, row: int) -> Example:
+    # A conversational row keeps its messages: prompt_messages asks the model that conversation.
+    return Example(question, answer, {"row": row, **({"conversation": conversation} if conversation else {})})
+
+
 def _local_source(task: str, path: str, question_field: str, answer_field: str, verify_gold: bool = True) -> Source:
     rows = _local_rows(path, question_field, answer_field)
+    # The questions' and math golds' shapes are checked at once, so a file with a wrong one fails whatever
+    # --n1 asks; whether a gold can give a reward (its check against itself, the sandbox's) is per row used.
+    for row in rows:
+        where = f"--dataset {path}: row {row['row']}"
+        row["question"], row["conversation"] = user_question(row["question"], where, question_field)
+        if task == "math":
+            row["answer"] = user_math_gold(row["answer"], where, answer_field, verify_gold)
 
     def convert(row, index):
         answer = row["answer"]
-        if task == "code" and isinstance(answer, str):
-            try:
-                answer = json.loads(answer)
-            except ValueError:
-                raise Skip("malformed_code_task") from None
-        elif task == "math":
-            answer = str(answer).strip()
-        reason = gold_problem(task, answer, verify_gold)
+        if task == "code":
+            answer = _code_gold(answer, path, row["row"], answer_field)
+        else:
+            reason = gold_problem(task, answer, verify_gold)
+            if reason:
+                raise Skip(reason)
+        return _example(row["question"], row["conversation"], answer, row["row"])
+    return Source(path, rows, convert, f"{path} (local file)")
+
+
+def _hub_math_source(dataset: str, question_field: str, answer_field: str, verify_gold: bool) -> Source:
+    hub_id, config, split = split_hub_id(dataset)
+    ds, where = _hub_split(dataset, hub_id, config, split, fields=(question_field, answer_field))
+
+    def convert(row, index):
+        at = f"--dataset {dataset}: row {index}"
+        value = row[question_field]
+        if value is None or isinstance(value, str) and not value.strip():
+            raise Skip(f"empty_{question_field}")
+        question, conversation = user_question(value, at, question_field)
+        answer = user_math_gold(row[answer_field], at, answer_field, verify_gold)
+        reason = gold_problem("math", answer, verify_gold)
         if reason:
             raise Skip(reason)
-        return Example(str(row["question"]), answer, {"row": row["row"]})
-    return Source(path, rows, convert, f"{path} (local file)")
+        return _example(question, conversation, answer, index)
+    return Source(dataset, ds, convert, where)
 
 
 def dataset_sources(task: str, dataset: str, role: str, question_field: str, answer_field: str,
@@ -211,11 +269,7 @@ def dataset_sources(task: str, dataset: str, role: str, question_field: str, ans
         if task != "math":
             raise ValueError(f"--dataset {dataset}: code datasets must be registry names ({', '.join(_names('code'))}), "
                              "since each needs its own test mapping")
-        hub_id, config, split = split_hub_id(dataset)
-        ds, where = _hub_split(dataset, hub_id, config, split, fields=(question_field, answer_field))
-        mapper = math_row(question_field, answer_field)
-        return Source(dataset, ds, lambda row, i: convert_row("math", mapper, None, row, dataset, i, verify_gold),
-                      where), None
+        return _hub_math_source(dataset, question_field, answer_field, verify_gold), None
     raise ValueError(f"--dataset {dataset}: expected 'embedded', a registry name ({', '.join(_names(task))}), "
                      "a Hub id owner/name[:config][@split], or a local .jsonl/.parquet file")
 
@@ -302,7 +356,7 @@ def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, 
         splits = {}
         sources = {"n1": train.description, "n2": train.description}
     if held_out is not None:
-        stream = Stream(held_out, seed, skipped)
+        stream = Stream(held_out, seed, skipped, notes)
         with _flag("--eval-dataset" if eval_dataset not in (None, "") else "--dataset"):
             splits["eval"] = stream.take(None if n_eval < 0 else n_eval, "eval")
         sources["eval"] = held_out.description
@@ -314,7 +368,7 @@ def load_task(task: str, dataset: str | None, n1: int, n2: int, n_eval: int, *, 
     elif n_eval < 0:
         raise ValueError(f"--n-eval {n_eval}: 'all rows' needs a separate held-out set (--eval-dataset)")
     if train is not None:
-        stream = Stream(train, seed, skipped)
+        stream = Stream(train, seed, skipped, notes)
         if held_out is None:
             splits["eval"] = stream.take(n_eval, "eval")
             sources["eval"] = train.description

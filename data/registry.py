@@ -5,8 +5,10 @@ rows the paper's recipe drops; `gold_problem` rejects a gold answer that cannot 
 that does not verify against itself, a code task the sandbox cannot run: `verify.task_problem`). A row that
 is there but unusable raises Skip (counted by the loader); a row without a field its mapping reads is a
 ValueError naming the dataset, the row and the field. `row_converter` puts these together for one dataset;
-data/load.py fetches the rows and streams them through it. Imports tasks (Example, the question formats,
-HumanEval's test parser) and verify, neither of which imports data/.
+data/load.py fetches the rows and streams them through it. `user_question` and `user_math_gold` read the
+fields a user names instead (local files, Hub ids): chat messages, GSM8K's `####`, boxed and prose golds.
+Imports tasks (Example, the question formats, HumanEval's test parser) and verify, neither of which imports
+data/.
 
 Registry (name: Hub id, config, split(s), fields -> Example, filters):
   openr1-math     open-r1/OpenR1-Math-220k, default, train. problem -> question, answer -> answer. Keeps rows
@@ -40,6 +42,7 @@ import builtins
 import io
 import json
 import pickletools
+import re
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,11 +53,12 @@ from tasks import Example, code_question, humaneval_question, humaneval_task
 # ------------------------------------------------------------------------------------------ row mappings
 
 class Skip(Exception):
-    """A row that is there but unusable: skipped and counted under `reason`."""
+    """A row that is there but unusable: skipped and counted under `reason`. `note`, when set, says what is
+    wrong with it and what was expected; the loader keeps the first one of a source for the run to print."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, note: str | None = None):
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.note = reason, note
 
 
 class MissingField(Exception):
@@ -94,11 +98,16 @@ def _openr1_keep(row) -> str | None:
     return None
 
 
+def gsm8k_answer(solution: str) -> str:
+    """GSM8K's final answer: the text after the last `####`, thousands commas removed (`#### 1,500` -> 1500)."""
+    return solution.split("####")[-1].strip().replace(",", "")
+
+
 def _gsm8k(row):
     answer = str(_get(row, "answer"))
     if "####" not in answer:
         raise Skip("no_####_answer")
-    return _text(row, "question"), answer.split("####")[-1].strip().replace(",", ""), {}
+    return _text(row, "question"), gsm8k_answer(answer), {}
 
 
 def _stdio_tests(tests, what: str) -> list[dict]:
@@ -392,3 +401,87 @@ def row_converter(name: str, verify_gold: bool = True) -> Callable:
             seen.add(key)
         return ex
     return convert
+
+
+# ------------------------------------------------------------------ fields the user names (--question-field ...)
+# A local file or a Hub id read with --question-field/--answer-field: the user chose the fields, so a value of
+# the wrong shape is theirs to fix, a ValueError naming the row and the flag, not a row skipped in silence.
+
+CHAT_ROLES = ("system", "user", "assistant")
+CHAT_FORM = ('a list of chat messages [{"role": "system"|"user"|"assistant", "content": "..."}, ...] '
+             'ending in a user turn')
+
+
+def user_question(value, where: str, field: str) -> tuple[str, list[dict] | None]:
+    """(question, conversation) from a --question-field value: a string is the question (conversation None); a
+    list of chat messages (TRL's conversational form) is the conversation, and its last turn, a user turn, the
+    question the logs show. Anything else is a ValueError; `where` names the dataset and the row."""
+    if isinstance(value, str):
+        return value, None
+    flag = f"field {field!r} (--question-field)"
+    if not isinstance(value, list) or not value or not all(isinstance(m, Mapping) for m in value):
+        what = "an empty list" if value == [] else _a(type(value).__name__) + (
+            " that is not chat messages" if isinstance(value, list) else "")
+        raise ValueError(f"{where}, {flag} is {what}; expected a string or {CHAT_FORM}")
+    for i, m in enumerate(value):
+        problem = _message_problem(m)
+        if problem:
+            raise ValueError(f"{where}, {flag}: message {i} {problem}; expected {CHAT_FORM}")
+    last = value[-1]
+    if last["role"] != "user" or not last["content"].strip():
+        raise ValueError(f"{where}, {flag} ends in {'an empty' if last['role'] == 'user' else _a(last['role'])} "
+                         f"turn, but the model answers the last turn, a user's question; expected {CHAT_FORM}")
+    return value[-1]["content"], [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+def _message_problem(m: Mapping) -> str | None:
+    if "role" not in m:
+        return "has no 'role'"
+    if m["role"] not in CHAT_ROLES:
+        return f"has role {m['role']!r}, not one of {', '.join(CHAT_ROLES)}"
+    if "content" not in m:
+        return "has no 'content'"
+    if not isinstance(m["content"], str):
+        return f"has {_a(type(m['content']).__name__)} for content, not a string"
+    return None
+
+
+# A math gold in prose: what is left outside its math ($...$, \(...\)), its LaTeX commands and their text
+# arguments (\text{Evelyn}, \begin{pmatrix}) is a sentence (three or more words ending in . ! or ?, or over
+# lines) or six or more words. Real final answers have at most three such words (`\text{No solution}`,
+# `1331 and 1728`, `30000 kg m/s`, `$g(x)=...$ for some $a>0$`: bench/ and tests/fixtures hold them); the
+# solution field picked by mistake (a GSM8K solution without its `####`, a MATH solution without its box, "The
+# answer is 42.") is a sentence, and no response could ever match it.
+_MATH_SPANS = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\(.*?\\\)|\\\[.*?\\\]", re.S)
+_LATEX = re.compile(r"\\(?:text\w*|mbox|math\w*|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+")
+_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
+
+
+def is_prose(gold: str) -> bool:
+    """Whether a math gold (no box, no `####`) reads as prose, not a final answer (the rule above)."""
+    words = len(_WORD.findall(_LATEX.sub(" ", _MATH_SPANS.sub(" ", gold))))
+    return words >= 6 or (words >= 3 and (gold.rstrip().endswith((".", "!", "?")) or "\n" in gold.strip()))
+
+
+def user_math_gold(value, where: str, field: str, verify_gold: bool = True) -> str:
+    """A --answer-field value as the final answer: after the last `####` as the gsm8k mapping reads it (GSM8K's
+    format), the box of a solution with `\\boxed{}` as verify reads a gold, a number as its text. A gold in
+    prose is a ValueError when check_math grades (verify_gold; a --reward callable reads golds its own way), and
+    so is a value that is neither a string nor a number."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, type(None))):
+        raise ValueError(f"{where}, field {field!r} (--answer-field) is {_a(type(value).__name__)}; "
+                         "a math answer is a string or a number")
+    gold = "" if value is None else str(value).strip()
+    if "####" in gold:
+        return gsm8k_answer(gold)
+    if "\\boxed" in gold or "\\fbox" in gold:
+        return verify.extract_answer(gold) or gold
+    if verify_gold and is_prose(gold):
+        start = gold[:60] + ("..." if len(gold) > 60 else "")
+        raise ValueError(f"{where}, field {field!r} (--answer-field) is prose, not a final answer ({start!r}); "
+                         "give the final answer alone (42), boxed (... \\boxed{42}) or after #### (... #### 42)")
+    return gold
