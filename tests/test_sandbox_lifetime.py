@@ -15,6 +15,7 @@ have ended by itself (its CPU limit, the C call's end), polled with a generous c
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -77,23 +78,29 @@ class Interrupted(BaseException):  # as --reward's time limit (verifiers/plugin.
     pass
 
 
-@pytest.mark.parametrize("exception", [KeyboardInterrupt, Interrupted])
-def test_an_exception_during_the_wait_kills_the_sandbox_first(info, exception):
-    """A SIGALRM handler that raises while check_code waits: the candidate, which closed stdout and spins, is
-    dead when the exception reaches the caller."""
-    assert not _harness_pids()
-
+@contextlib.contextmanager
+def _raised_after(seconds: float, exception: type):
+    """`exception` raised by a SIGALRM handler after `seconds`, wherever this thread then is; pytest.raises it."""
     def on_alarm(signum, frame):
         raise exception()
 
     old = signal.signal(signal.SIGALRM, on_alarm)
     try:
-        signal.setitimer(signal.ITIMER_REAL, 1.0)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
         with pytest.raises(exception):
-            check_code(SPIN, DOUBLE, limits=Limits(time_limit_s=20.0, candidate_time_s=20.0))
+            yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("exception", [KeyboardInterrupt, Interrupted])
+def test_an_exception_during_the_wait_kills_the_sandbox_first(info, exception):
+    """A SIGALRM handler that raises while check_code waits: the candidate, which closed stdout and spins, is
+    dead when the exception reaches the caller."""
+    assert not _harness_pids()
+    with _raised_after(1.0, exception):
+        check_code(SPIN, DOUBLE, limits=Limits(time_limit_s=20.0, candidate_time_s=20.0))
     assert not _harness_pids()  # no poll: the kill ran before the exception left check_code
     if info["drop_privileges"]:  # and the slot it held is free again: the next check runs
         assert check_code("print(int(input()) * 2)\n", DOUBLE).correct
@@ -252,17 +259,7 @@ def test_an_interrupted_batch_kills_its_sandboxes_and_starts_no_more(info, monke
     real = sandbox.run_sandbox
     monkeypatch.setattr(sandbox, "run_sandbox", lambda *a, **k: started.append(1) or real(*a, **k))
     spinners = [SPIN + f"# {i}\n" for i in range(6)]
-
-    def on_alarm(signum, frame):
-        raise KeyboardInterrupt()
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 1.5)
-        with pytest.raises(KeyboardInterrupt):
-            sandbox.check_code_batch(spinners, [DOUBLE] * 6, workers=2,
-                                     limits=Limits(time_limit_s=60.0, candidate_time_s=60.0))
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    with _raised_after(1.5, KeyboardInterrupt):
+        sandbox.check_code_batch(spinners, [DOUBLE] * 6, workers=2,
+                                 limits=Limits(time_limit_s=60.0, candidate_time_s=60.0))
     assert len(started) == min(2, info["slots"]) and not _harness_pids()

@@ -165,6 +165,7 @@ _PSEUDO_FS = frozenset(("proc", "sysfs", "cgroup", "cgroup2", "devpts", "devtmpf
                         "efivarfs", "selinuxfs", "nsfs", "rpc_pipefs"))
 SCAN_BUDGET_S = 10.0
 
+PROBE_SLOT_WAIT_S = 300.0  # other trainers may hold every slot: each frees within a candidate's time limit
 _PROBE_PROGRAM = "import collections, fractions, heapq, itertools, math, re\nprint(sum(range(4)))\n"
 _PROBE_JOB = {"entry_point": "f", "setup": None, "fail_fast": True, "time_limit": 10.0,
               "tests": [{"args": "[1]", "kwargs": "{}"}]}
@@ -178,11 +179,13 @@ def _last_line(data: bytes) -> str:
 def _probe(setup: Setup) -> tuple[dict | None, str]:
     """Run a trivial program in both modes: (the child's own report of its isolation, "") when both pass, else
     (None, why not in one line)."""
-    limits, deadline = Limits(time_limit_s=10.0), time.monotonic() + 30.0
+    limits = Limits(time_limit_s=10.0)
     try:
-        with sandbox_slot(setup, deadline) as slot:
+        with sandbox_slot(setup, time.monotonic() + PROBE_SLOT_WAIT_S) as slot:
             if slot is None:
-                return None, "no sandbox slot came free within 30 s"
+                return None, (f"no sandbox slot came free within {PROBE_SLOT_WAIT_S:g} s: other processes hold all "
+                              f"{slot_count(setup)} of {_slot_dir()}")
+            deadline = time.monotonic() + 30.0  # the probe's own time starts once it holds a slot
             run = run_sandbox({"mode": "stdio", "program": _PROBE_PROGRAM}, None, b"", limits, setup, slot, deadline)
             ok = run.setup is not None and run.returncode == 0 and run.stdout.strip() == b"6"
             if ok:  # the tests mode adds the tester's uid: it must be able to run the interpreter too
