@@ -81,25 +81,32 @@ from fractions import Fraction
 
 from verifiers import sandbox, sympy_worker
 from verifiers.math_compare import MAX_ANSWER_CHARS, _HEDGE_RE, _as_sequence, _compare, _NeedSympy, _normalize, _Refused
-from verifiers.math_extract import _final_answers, extract_answer
+from verifiers.math_extract import _MARKER_RE, _final_answers, extract_answer
 from verifiers.sandbox import check_code, task_problem
 from verifiers.verdict import CODE_REASONS, REASONS, UNAVAILABLE, Verdict
 
 __all__ = ["CODE_REASONS", "HARD_TIME_LIMIT_S", "REASONS", "RewardUnavailable", "UNAVAILABLE", "Verdict", "check_code",
-           "check_math", "extract_answer", "probe", "rewards", "task_problem", "unavailable", "verdicts"]
+           "check_math", "extract_answer", "gold_answer", "probe", "rewards", "task_problem", "unavailable",
+           "verdicts"]
 
 HARD_TIME_LIMIT_S = 4.5  # wall-clock limit of one check_math call, a worker's start and wait included: then `timeout`
 
 
-def _gold_answer(gold) -> str | None:
+def gold_answer(gold) -> str | None:
+    """The final answer a gold states, as check_math reads it: a number as its text; after GSM8K's `####` (the
+    text after the last one, thousands commas removed, as data/'s gsm8k mapping reads it); a solution's last
+    box; the answer of an answer marker (`Answer: 43`, `The answer is 56.`); else the gold itself. None when
+    it states none (not a string or a number)."""
     if isinstance(gold, (int, Fraction)) and not isinstance(gold, bool):
         return str(gold)
     if isinstance(gold, float) and math.isfinite(gold):
         return repr(gold)
     if not isinstance(gold, str):
         return None
-    if "\\boxed" in gold or "\\fbox" in gold:
-        return extract_answer(gold)
+    if "####" in gold:
+        return gold.split("####")[-1].strip().replace(",", "")
+    if "\\boxed" in gold or "\\fbox" in gold or _MARKER_RE.search(gold):
+        return extract_answer(gold) or gold
     return gold
 
 
@@ -122,10 +129,10 @@ def check_math(response: str, gold: str) -> Verdict:
     from any thread."""
     deadline, extracted = time.monotonic() + HARD_TIME_LIMIT_S, None
     try:
-        gold_answer = (_gold_answer(gold) or "").strip() or None
-        if gold_answer is not None and len(gold_answer) > MAX_ANSWER_CHARS:
+        stated = (gold_answer(gold) or "").strip() or None
+        if stated is not None and len(stated) > MAX_ANSWER_CHARS:
             raise _Refused("timeout", "gold too long")
-        b = _gold_values(gold_answer) if gold_answer else ""
+        b = _gold_values(stated) if stated else ""
         gold_list = _as_sequence(b) if b else None
         many = gold_list is not None and gold_list[0] in ("list", "\\{\\}")  # several values, all to be given
         statements = _final_answers(response, len(gold_list[1]) if many or gold_list and gold_list[0] == "()" else 1)
@@ -162,11 +169,14 @@ class RewardUnavailable(RuntimeError):
 
 def unavailable(batch: list[Verdict], task: str) -> str | None:
     """One line on the verdicts of `batch` that are no verdict (None when there are none): how many, the cause
-    and what to do."""
-    failed = [v for v in batch if v.reason in UNAVAILABLE]
+    and what to do. A malformed code task (bad_task) gives none either: it is the dataset's to fix."""
+    failed = [v for v in batch if v.reason in UNAVAILABLE or v.reason == "bad_task"]
     if not failed:
         return None
-    if task == "code":
+    bad = next((v for v in failed if v.reason == "bad_task"), None)
+    if bad is not None:
+        cause = f"{bad.detail} The task schema is in verifiers/sandbox.py's docstring and the README (Local files)"
+    elif task == "code":
         cause = sandbox.sandbox_problem() or ("the sandbox failed to start a candidate twice in a row "
                                               f"({failed[0].detail or 'no report'}); see the log above")
     else:
@@ -183,6 +193,10 @@ def verdicts(responses: list[str], answers: list, task: str, *, strict: bool = T
     never does), unless strict=False (the caller checks `unavailable` itself: run.Run, after gathering ranks).
     workers: the code pool's threads (default: the usable cores; a trainer under torchrun gives each rank its
     share, as the machine's sandbox slots are shared)."""
+    if task not in ("math", "code"):
+        raise ValueError(f"task {task!r}: expected 'math' or 'code'")
+    if len(responses) != len(answers):
+        raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
     if task == "code":
         batch = list(sandbox.check_code_batch(responses, answers, workers=workers))
     else:

@@ -98,16 +98,11 @@ def _openr1_keep(row) -> str | None:
     return None
 
 
-def gsm8k_answer(solution: str) -> str:
-    """GSM8K's final answer: the text after the last `####`, thousands commas removed (`#### 1,500` -> 1500)."""
-    return solution.split("####")[-1].strip().replace(",", "")
-
-
 def _gsm8k(row):
     answer = str(_get(row, "answer"))
     if "####" not in answer:
         raise Skip("no_####_answer")
-    return _text(row, "question"), gsm8k_answer(answer), {}
+    return _text(row, "question"), verify.gold_answer(answer), {}  # after the last ####, commas removed
 
 
 def _stdio_tests(tests, what: str) -> list[dict]:
@@ -452,36 +447,43 @@ def _message_problem(m: Mapping) -> str | None:
 
 # A math gold in prose: what is left outside its math ($...$, \(...\)), its LaTeX commands and their text
 # arguments (\text{Evelyn}, \begin{pmatrix}) is a sentence (three or more words ending in . ! or ?, or over
-# lines) or six or more words. Real final answers have at most three such words (`\text{No solution}`,
-# `1331 and 1728`, `30000 kg m/s`, `$g(x)=...$ for some $a>0$`: bench/ and tests/fixtures hold them); the
-# solution field picked by mistake (a GSM8K solution without its `####`, a MATH solution without its box, "The
-# answer is 42.") is a sentence, and no response could ever match it.
-_MATH_SPANS = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\(.*?\\\)|\\\[.*?\\\]", re.S)
+# lines), six or more words, or words that lead up to its number (`Tom has 43.`, `It is 7`, `so x = 5`; not a
+# label, `AB = 4`, nor a function, `sqrt(2)`, `pi/2`). Real final answers have at most three such words, after
+# their number if any (`\text{No solution}`, `1331 and 1728`, `30000 kg m/s`, `$g(x)=...$ for some $a>0$`:
+# bench/ and tests/fixtures hold them); the solution field picked by mistake (a GSM8K solution without its
+# `####`, a MATH solution without its box) and a number said in a sentence are prose, which no response matches.
+_MATH_SPANS = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\(.*?\\\)|\\\[.*?\\\]|\$.*", re.S)  # the last: a $ never closed
 _LATEX = re.compile(r"\\(?:text\w*|mbox|math\w*|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+")
 _WORD = re.compile(r"\b[A-Za-z]{2,}\b")
+_LEADING_WORD = re.compile(r"\b(?!(?:pi|sqrt|sin|cos|tan|cot|sec|csc|log|ln|exp|mod|deg|infty|inf)\b)[A-Za-z]{2,}\b"
+                           r"(?!\s*[=_^(\[:|])")  # `AB =`, `V_1`, `f(`: a label or a function, not prose
 
 
 def is_prose(gold: str) -> bool:
-    """Whether a math gold (no box, no `####`) reads as prose, not a final answer (the rule above)."""
-    words = len(_WORD.findall(_LATEX.sub(" ", _MATH_SPANS.sub(" ", gold))))
+    """Whether a math gold (read by verify.gold_answer: no box, `####` or answer marker) is prose, not a final
+    answer (the rule above)."""
+    text = _LATEX.sub(" ", _MATH_SPANS.sub(" ", gold))
+    words, digit = len(_WORD.findall(text)), re.search(r"\d", text)
+    if digit and _LEADING_WORD.search(text[:digit.start()]):
+        return True
     return words >= 6 or (words >= 3 and (gold.rstrip().endswith((".", "!", "?")) or "\n" in gold.strip()))
 
 
 def user_math_gold(value, where: str, field: str, verify_gold: bool = True) -> str:
-    """A --answer-field value as the final answer: after the last `####` as the gsm8k mapping reads it (GSM8K's
-    format), the box of a solution with `\\boxed{}` as verify reads a gold, a number as its text. A gold in
-    prose is a ValueError when check_math grades (verify_gold; a --reward callable reads golds its own way), and
-    so is a value that is neither a string nor a number."""
+    """A --answer-field value as the final answer it states, as check_math reads a gold (verify.gold_answer):
+    after the last `####` (GSM8K's format, as the gsm8k mapping reads it), a solution's box, an answer marker's
+    answer (`Answer: 43`), a number as its text. A gold in prose is a ValueError when check_math grades
+    (verify_gold; a --reward callable reads golds its own way), and so is a value that is neither a string nor
+    a number."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float, type(None))):
         raise ValueError(f"{where}, field {field!r} (--answer-field) is {_a(type(value).__name__)}; "
                          "a math answer is a string or a number")
     gold = "" if value is None else str(value).strip()
-    if "####" in gold:
-        return gsm8k_answer(gold)
-    if "\\boxed" in gold or "\\fbox" in gold:
-        return verify.extract_answer(gold) or gold
-    if verify_gold and is_prose(gold):
+    if not verify_gold:  # the callable gets what the dataset says; only GSM8K's solutions are cut to their answer
+        return verify.gold_answer(gold) if "####" in gold else gold
+    stated = (verify.gold_answer(gold) or "").strip()
+    if is_prose(stated):
         start = gold[:60] + ("..." if len(gold) > 60 else "")
         raise ValueError(f"{where}, field {field!r} (--answer-field) is prose, not a final answer ({start!r}); "
                          "give the final answer alone (42), boxed (... \\boxed{42}) or after #### (... #### 42)")
-    return gold
+    return stated

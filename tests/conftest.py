@@ -56,3 +56,18 @@ def sandbox_works():
     from verifiers import sandbox
 
     return require_sandbox(sandbox.sandbox_info())
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie nobody has reaped yet counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True

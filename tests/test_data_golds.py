@@ -86,7 +86,7 @@ def test_a_prose_gold_is_refused_naming_the_file_row_and_flag(tmp_path):
 
 def test_a_prose_gold_of_a_hub_id_is_refused_too(monkeypatch):
     rows = [{"problem": "What is 1 + 1?", "solution": "1 + 1 = <<1+1=2>>2\n#### 2"},
-            {"problem": "What is 2 + 3?", "solution": "We add them, so the answer is 5."}]
+            {"problem": "What is 2 + 3?", "solution": "We add them and get five, the sum."}]
     monkeypatch.setattr(load, "_hub_split", lambda label, hub_id, config, split, **kw: (rows, f"{hub_id} (test)"))
     with pytest.raises(ValueError, match=r"^--dataset someone/set: row 1, field 'solution' \(--answer-field\) is pr"):
         data.load_task("math", "someone/set", 2, 0, 0, seed=None, question_field="problem", answer_field="solution")
@@ -190,3 +190,21 @@ def test_a_malformed_code_row_is_counted_and_the_first_is_shown_with_the_shape(t
     got = data.load_task("code", path, 1, 0, 0, seed=None)
     assert got.notes[0].startswith(f"{path}: row 1 is skipped: its 'answer' (--answer-field) is not a task the "
                                    f"sandbox can run: {bad_task}; a code task is a JSON object")
+
+
+@pytest.mark.parametrize("gold, stated", [
+    ("Answer: 43", "43"), ("The answer is 56", "56"), ("Final answer: 7", "7"), ("The correct answer is 5.", "5"),
+    ("He has 29 + 14 = <<29+14=43>>43 apples.\n#### 43", "43"), ("#### 1,550", "1550"), ("Monday", "Monday"),
+    ("AB = 4, CD = 5", "AB = 4, CD = 5"), ("\\pi/2", "\\pi/2"), ("5 cm", "5 cm"), ("x = 5", "x = 5")])
+def test_a_gold_is_the_final_answer_it_states_for_the_loader_and_check_math_alike(gold, stated):
+    """Answer markers in a gold are read as a response's are; check_math reads a gold as the loader does, so a
+    --reward that passes a GSM8K solution as the gold scores the right answer."""
+    assert registry.user_math_gold(gold, "--dataset x.jsonl: row 1", "answer") == stated
+    assert verify.gold_answer(gold) == stated
+    assert verify.check_math(f"So the result is \\boxed{{{stated}}}.", gold).correct
+
+
+@pytest.mark.parametrize("gold", ["Tom has 43.", "It is 7", "so x = 5", "He sold 1,550 pencils in all."])
+def test_a_number_said_in_a_sentence_is_prose(gold):
+    with pytest.raises(ValueError, match="is prose, not a final answer"):
+        registry.user_math_gold(gold, "--dataset x.jsonl: row 1", "answer")

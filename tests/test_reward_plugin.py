@@ -201,7 +201,7 @@ def test_a_bad_return_value_is_an_error_saying_what_is_allowed(helpers, response
     reward = plugin.load(f"{helpers}:returns")
     with pytest.raises(RewardError) as e:
         reward.verdicts([response], rows([""]))
-    assert f"--reward {helpers}:returns: row 0 (question 'q0', response {response!r}): returns {shown}" in str(e.value)
+    assert f"--reward {helpers}:returns: row 0 of the batch (question 'q0', response {response!r}): returns {shown}" in str(e.value)
     assert "allowed: bool, 0 or 1, or a verifiers.verdict.Verdict" in str(e.value)
 
 
@@ -212,7 +212,7 @@ def test_a_reward_that_raises_names_the_function_row_response_and_exception(help
         reward.verdicts(["1", "2", long, "3"], rows(["", "", "", ""]))
     msg = str(e.value)
     assert isinstance(e.value, SystemExit)
-    assert msg.startswith(f"--reward {helpers}:divide: row 2 (question 'q2', response '0   ")
+    assert msg.startswith(f"--reward {helpers}:divide: row 2 of the batch (question 'q2', response '0   ")
     assert "...'): divide raised ZeroDivisionError: division by zero (at " in msg
     assert f"{helpers}:{HELPERS.splitlines().index('    return 1 / int(response) > 0') + 1})" in msg
     assert worker_children() == []  # killed at the error
@@ -222,7 +222,7 @@ def test_a_pure_python_hang_is_interrupted_by_the_time_limit(helpers):
     reward = plugin.load(f"{helpers}:hang", timeout_s=1)
     with pytest.raises(RewardError) as e:
         reward.verdicts(["spin"], rows([""]))
-    assert str(e.value) == (f"--reward {helpers}:hang: row 0 (question 'q0', response 'spin'): "
+    assert str(e.value) == (f"--reward {helpers}:hang: row 0 of the batch (question 'q0', response 'spin'): "
                             "no verdict within 1 s (--reward-timeout)")
 
 
@@ -231,21 +231,21 @@ def test_a_hang_that_ignores_the_signal_is_killed_at_the_hard_deadline(helpers, 
     reward = plugin.load(f"{helpers}:deaf", timeout_s=1)
     with pytest.raises(RewardError) as e:
         reward.verdicts(["deaf"], rows([""]))
-    assert "row 0 (question 'q0', response 'deaf'): no verdict within 1 s (--reward-timeout); the call ignored the time-limit " \
+    assert "row 0 of the batch (question 'q0', response 'deaf'): no verdict within 1 s (--reward-timeout); the call ignored the time-limit " \
            "signal: its worker was killed" in str(e.value)
     assert worker_children() == []
 
 
 def test_a_worker_that_dies_is_an_error(helpers):
     reward = plugin.load(f"{helpers}:die")
-    with pytest.raises(RewardError, match=r"row \d \(question 'q\d', response 'x'\): its worker process died \(exit code 3\) "
+    with pytest.raises(RewardError, match=r"row \d of the batch \((dataset row \d+, )?question 'q\d', response 'x'\): its worker process died \(exit code 3\) "
                                           r"while die ran"):
         reward.verdicts(["x", "x"], rows(["", ""]))
 
 
 def test_an_unpicklable_example_is_an_error(helpers):
     reward = plugin.load(f"{helpers}:equal")
-    with pytest.raises(RewardError, match=r"row 1 \(question 'q0', response 'b'\): the example cannot be sent to the worker processes "
+    with pytest.raises(RewardError, match=r"row 1 of the batch \((dataset row \d+, )?question 'q0', response 'b'\): the example cannot be sent to the worker processes "
                                           r"\(pickling it raised TypeError: cannot pickle '_thread.lock' object\)"):
         reward.verdicts(["a", "b"], rows(["a"]) + rows(["b"], meta={"lock": threading.Lock()}))
 
@@ -425,9 +425,9 @@ def test_the_units_example_trains_on_its_dataset(tmp_path):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("raises", r"row \d+ \(question '.*', response .*\): raises raised KeyError: 'no such field' "
+    ("raises", r"row \d+ of the batch \((dataset row \d+, )?question '.*', response .*\): raises raised KeyError: 'no such field' "
                r"\(at .*train_rewards.py:\d+\)"),
-    ("hangs", r"row \d+ \(question '.*', response .*\): no verdict within 1 s \(--reward-timeout\)"),
+    ("hangs", r"row \d+ of the batch \((dataset row \d+, )?question '.*', response .*\): no verdict within 1 s \(--reward-timeout\)"),
 ])
 def test_a_reward_that_raises_or_hangs_stops_training_naming_it(train_rewards, tmp_path, name, message):
     import train
@@ -460,3 +460,15 @@ def test_with_a_reward_a_gold_check_math_cannot_read_is_kept(tmp_path):
     assert set(plugged.skipped) <= {"train/empty_answer", "eval/empty_answer"}
     assert count(plugged.skipped, "empty_answer") == 4
     assert sorted(ex.answer for ex in plugged["n1"] + plugged["n2"] + plugged["eval"]) == ["7"] * 4 + ["\\frac{"] * 4
+
+
+def test_an_error_names_the_dataset_row_beside_the_batch_row(tmp_path):
+    """A local file's line (Example.meta["row"]) is what the user can find; the batch position alone is not."""
+    (tmp_path / "r.py").write_text("def boom(response, example):\n    raise ValueError('bad gold')\n")
+    reward = plugin.load(f"{tmp_path / 'r.py'}:boom", 5.0, workers=1)
+    try:
+        with pytest.raises(RewardError, match=r"row 0 of the batch \(dataset row 7, question 'q', response 'y'\): "
+                                              r"boom raised ValueError: bad gold"):
+            reward.verdicts(["y"], [tasks.Example("q", "1", {"row": 7})])
+    finally:
+        reward.close()

@@ -129,3 +129,18 @@ def test_code_samples_carry_the_program_never_the_tests(tmp_path, sandbox_works)
     assert samples and all(s["reason"] in verify.CODE_REASONS for s in samples)
     assert all(s["extracted"] == sandbox.extract_program(s["y"]) or s["reason"] == "no_answer" for s in samples)
     assert all("detail" not in s and isinstance(s["answer"]["tests"], int) for s in samples)
+
+
+def test_the_batch_contract_refuses_what_it_cannot_grade(sandbox_works):
+    """A task name it does not know, lists of different lengths, a malformed code task: an error, never a 0. A code
+    task given as a JSON string, as data files hold it, is graded."""
+    with pytest.raises(ValueError, match="task 'Code': expected 'math' or 'code'"):
+        verify.rewards(["print(1)"], [{}], "Code")
+    with pytest.raises(ValueError, match="2 responses but 1 answers"):
+        verify.rewards(["\\boxed{5}", "\\boxed{6}"], ["5"], "math")
+    stdio = '{"kind": "stdio", "tests": [{"input": "2\\n", "output": "4\\n"}]}'
+    assert verify.rewards(["```python\nprint(int(input()) * 2)\n```"], [stdio], "code") == [1]
+    with pytest.raises(verify.RewardUnavailable, match=r"malformed: 'tests' is a str, not a list\. The task schema"):
+        verify.rewards(["print(1)"], [{"kind": "stdio", "tests": "2 4"}], "code")
+    assert verify.check_code("print(1)", {"tests": [{"input": "", "output": "1"}]}).detail == \
+        "The task is malformed: kind None, not stdio, call or assert."

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import process_alive
 
 import tasks
 import verify
@@ -22,20 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 SYMPY_CASE = ("\\boxed{\\sqrt{12}}", "2\\sqrt{3}")  # needs the sympy worker: the parent cannot decide it
 
 
-def _alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie nobody has reaped yet counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _gone_within(pid: int, cap_s: float = 20.0) -> bool:
     deadline = time.monotonic() + cap_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not _alive(pid)
+    return not process_alive(pid)
 
 
 def _kill_leftover(pid: int) -> None:
@@ -102,7 +94,7 @@ def test_a_killed_trainer_takes_a_worker_inside_a_c_call_with_it(rewards, tmp_pa
     try:
         worker = int(_wait_for(tmp_path / "marker"))
         time.sleep(0.5)  # well inside re.match
-        assert _alive(worker)
+        assert process_alive(worker)
         trainer.kill()
         trainer.wait()
         assert _gone_within(worker), "the reward worker outlived its trainer"
@@ -239,7 +231,7 @@ def test_a_sympy_worker_killed_twice_on_one_request_is_a_verifier_error(fresh_wo
     assert (v.correct, v.reason) == (False, "verifier_error") and len(set(killed)) == 2
     assert sympy_worker.last_failure() == ("the sympy worker died twice on one request; the second time it was "
                                            "killed by SIGKILL while it served a request")
-    assert sympy_worker._worker_pid() is None and not any(_alive(p) for p in killed)
+    assert sympy_worker._worker_pid() is None and not any(process_alive(p) for p in killed)
 
 
 @pytest.mark.slow  # two worker starts
@@ -260,4 +252,4 @@ def test_a_sympy_worker_never_ready_is_a_verifier_error_after_startup_s(fresh_wo
     monkeypatch.setattr(sympy_worker, "STARTUP_S", 0.0)
     assert verify.check_math(*SYMPY_CASE).reason == "verifier_error"
     assert sympy_worker.last_failure() == "the sympy worker was not ready within 0 s"
-    assert sympy_worker._worker_pid() is None and not _alive(starting)
+    assert sympy_worker._worker_pid() is None and not process_alive(starting)

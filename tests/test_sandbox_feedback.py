@@ -197,7 +197,8 @@ def test_no_detail_where_nothing_failed_or_the_program_is_not_to_blame(info):
     assert check_code("a, b = map(int, input().split())\nprint(a + b)\n", ADD, limits=FAST).detail is None
     assert check_code("def f(x):\n    return x\n", call("f", ([1], 1)), limits=FAST).detail is None
     assert check_code("", ADD).detail is None  # no_answer
-    assert check_code("print(1)", {"kind": "weird"}).detail is None  # bad_task
+    assert check_code("print(1)", {"kind": "weird"}).detail == (  # bad_task: what is wrong with the task
+        "The task is malformed: kind 'weird', not stdio, call or assert.")
     assert sandbox.check_code_batch(["print(2)"], [ADD], limits=FAST, budget_s=0)[0].detail is None  # batch budget
     hang = "while True:\n    pass\n"  # cut by the batch's budget before its own limit
     cut = sandbox.check_code_batch([hang], [ADD], limits=Limits(time_limit_s=5.0), budget_s=0.5)[0]

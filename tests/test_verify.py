@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from conftest import process_alive
 
 import verify
 from verifiers import math_compare, math_extract, sympy_worker
@@ -559,21 +560,6 @@ def test_pathological_inputs_of_the_bench_return_verdicts():
 SYMPY_CASE = ("\\boxed{\\sqrt{8}}", "2\\sqrt{2}")  # decided only by sympy, in a worker
 
 
-def _alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie nobody has reaped yet counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-
 @pytest.fixture
 def one_worker():
     """The worker, started (reused if an earlier test left one), idle; its pid."""
@@ -610,7 +596,7 @@ def test_hard_limit_kills_the_worker_and_a_new_one_starts(monkeypatch, one_worke
     monkeypatch.setattr(verify, "HARD_TIME_LIMIT_S", 1e-4)  # no reply can come this fast: a parse takes ms
     assert reason("\\boxed{x^3 + 3x}", "x(x^2+3)") == "timeout"
     assert sympy_worker._worker_pid() is None
-    assert not _alive(one_worker)  # killed and reaped
+    assert not process_alive(one_worker)  # killed and reaped
     with pytest.raises(ProcessLookupError):
         os.killpg(one_worker, 0)  # nothing left in its process group either
     monkeypatch.setattr(verify, "HARD_TIME_LIMIT_S", 4.0)
@@ -623,7 +609,7 @@ def test_hard_limit_kills_the_worker_and_a_new_one_starts(monkeypatch, one_worke
 def test_worker_that_died_idle_is_replaced(one_worker):
     os.kill(one_worker, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while _alive(one_worker) and time.monotonic() < deadline:
+    while process_alive(one_worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert reason("\\boxed{\\sqrt{12}}", "2\\sqrt{3}") == "correct"
     assert sympy_worker._worker_pid() not in (None, one_worker)
@@ -686,14 +672,14 @@ def test_worker_dies_with_its_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
     try:
         worker = int(parent.stdout.readline())
-        assert _alive(worker)
+        assert process_alive(worker)
     finally:
         parent.kill()
         parent.wait()
     deadline = time.monotonic() + 60
-    while _alive(worker) and time.monotonic() < deadline:
+    while process_alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(worker)
+    assert not process_alive(worker)
 
 
 # ---------------------------------------------------------------------------------------------- fuzz

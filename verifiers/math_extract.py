@@ -16,7 +16,8 @@ from verifiers.math_compare import MAX_ANSWER_CHARS, MAX_PARTS, _brace_pairs
 MAX_TAIL_CHARS = 100_000  # only the last 100,000 characters after the last </think> are read: answers are at the end
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_MARKER_RE = re.compile(r"final\s+answer(?:\s+is\b|[\s*]*:|\**[ \t]*$)|the\s+answer\s+is\b|\banswer\s*:|^####",
+_MARKER_RE = re.compile(r"final\s+answer(?:\s+is\b|[\s*]*:|\**[ \t]*$)|the\s+(?:correct\s+|right\s+)?answer\s+is\b"
+                        r"|\banswer\s*:|^####",
                         re.IGNORECASE | re.MULTILINE)
 _EMPTY_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{[\s~$]*\}")
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
@@ -65,7 +66,15 @@ _RETRACT_RE = re.compile(
     r"|(?:let\s+me|let['’]s|I['’]ll|I\s+(?:will|should|must|need\s+to))\s+start\s+over"
     r"|let\s+me\s+correct\s+(?:it|this|that|myself|my))\b",
     re.IGNORECASE)
-_CLAIM_RE = re.compile(_CLAIM, re.IGNORECASE)  # after the box's value itself: `Wait, $5$ is wrong`
+_CLAIM_RE = re.compile(_CLAIM, re.IGNORECASE)
+# After the last box, another value stated as a correction (`Actually, it's 7.`, `Sorry, I meant 7.`,
+# `Correction: 7`, `Nope, 6.`) or as an alternative (`but it could be 6`, `Hmm, or maybe 6?`): a second
+# statement, as a later answer marker is, so the box alone does not score. Numbers and option letters only.
+_LATER_VALUE_RE = re.compile(
+    r"\b(?:actually|correction|i\s+meant|on\s+second\s+thought|nope|no\s+wait|or\s+rather|rather"
+    r"|or\s+(?:maybe|perhaps|possibly)|(?:could|might|may)\s+(?:also\s+)?be)\b[ \t,:;!.\-]{0,3}"
+    r"(?:(?:it|that|the\s+answer)(?:['’]s|\s+is|\s+(?:should|would|must)\s+be)[ \t]{1,3})?\$?"
+    r"(-?\d+(?:[.,/]\d+)*|(?-i:[A-E])\b)", re.IGNORECASE)  # after the box's value itself: `Wait, $5$ is wrong`
 _VALUE_EDGE = " \t\n$(,:;="  # what may stand before that value (not `x^2` for 2, nor `15` for 5)
 _MATH_SEGMENT_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _COPULA_RE = re.compile(r"\b(?:is|are|was|equals|be)\b")
@@ -193,7 +202,8 @@ def _final_answers(response, parts: int = 1) -> list[str] | None:
     different answer marker are two (unless the work between them derives the marker's value: the box was a
     step); alternatives in one statement (`\\boxed{2} or \\boxed{3}`) are joined by ` \\text{ or } `. A box
     taken back by a statement about its own value (`\\boxed{5}, but that is wrong`; not `6 would be incorrect`)
-    does not count. Without box or marker, a response that is nothing but math (`$\\frac13$`, `-5`,
+    does not count; one followed by another value, as a correction or an alternative (`Actually, it's 7`, `or
+    maybe 6`), is one of two statements. Without box or marker, a response that is nothing but math (`$\\frac13$`, `-5`,
     `Answer \\[ 9 \\]`) is its own answer. `parts` is the number of values the gold has (boxes apart by short
     prose then form one list)."""
     region = _answer_region(response)
@@ -219,9 +229,11 @@ def _final_answers(response, parts: int = 1) -> list[str] | None:
     if later and re.search(r"(?<![\w.])" + re.escape(re.sub(r"[\s$]", "", later[1])) + r"(?![\w])",
                            re.sub(r"[\s$]", "", after[: later[0]])):
         return [later[1]]  # the work after the box reached the marked value: the box was an intermediate step
+    other = _LATER_VALUE_RE.search(after[:_NEAR])
+    other = other.group(1) if other and other.group(1) != boxes[-1][2].strip(" $") else None
     if _retracts(after[:_NEAR], boxes[-1][2]):
-        return [later[1]] if later else None
-    return list(dict.fromkeys(answers + ([later[1]] if later else [])))
+        return [later[1]] if later else [other] if other else None
+    return list(dict.fromkeys(answers + ([later[1]] if later else []) + ([other] if other else [])))
 
 
 def extract_answer(response: str) -> str | None:

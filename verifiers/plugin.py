@@ -163,9 +163,10 @@ class Reward:
     def _error(self, i: int, response: str, what: str) -> RewardError:
         self.close()
         shown = response[:80] + ("..." if len(response) > 80 else "")
-        question = self._questions[i] if i < len(self._questions) else None
+        question, row = self._questions[i] if i < len(self._questions) else (None, None)
         asked = f"question {question[:60] + ('...' if len(question) > 60 else '')!r}, " if isinstance(question, str) else ""
-        return RewardError(f"--reward {self.spec}: row {i} ({asked}response {shown!r}): {what}")
+        where = f"dataset row {row}, " if isinstance(row, int) else ""  # a local file's line, a Hub split's index
+        return RewardError(f"--reward {self.spec}: row {i} of the batch ({where}{asked}response {shown!r}): {what}")
 
     def _start(self) -> None:
         init = _frame({"target": self.target, "sys_path": self._path, "parent": os.getpid(),
@@ -208,7 +209,8 @@ class Reward:
         if len(responses) != len(examples):
             raise ValueError(f"{len(responses)} responses but {len(examples)} examples")
         with self._lock:
-            self._questions = [getattr(ex, "question", None) for ex in examples]  # what an error names
+            self._questions = [(getattr(ex, "question", None), getattr(ex, "meta", {}).get("row"))  # what an
+                               for ex in examples]  # error names
             if os.getpid() != self._owner:  # a forked child: the workers are its parent's
                 self._procs, self._owner = [], os.getpid()
                 self._finalizer = weakref.finalize(self, _kill, self._procs, self._owner)

@@ -35,8 +35,9 @@ the exception raised ("ValueError: message"); for a raw assert its source (or, w
 failed); for a program that fails before any test, why. It therefore holds EXPECTED VALUES: it is for the
 trainer, and never goes to the candidate or its sandbox. Every value it quotes is cut to DETAIL_VALUE_CHARS
 (with the count of the rest) and escaped where not printable, the whole to DETAIL_CHARS; the exception
-messages the sandbox reports (candidate text) are only ever quoted. correct, no_answer, bad_task and a timeout
-of the batch's budget have none (None).
+messages the sandbox reports (candidate text) are only ever quoted. A bad_task's says what is wrong with the
+task; a sandbox_error's why the sandbox could not start. correct, no_answer and a timeout of the batch's budget
+have none (None).
 
 How a candidate runs. The parent (`sandbox_runner.run_sandbox`) writes a spec (the program, limits, the
 harness source) and, for call and assert tasks, a job (entry point, setup, tests, time limit) to two unnamed
@@ -68,15 +69,13 @@ private 0700 directory. The harness (sandbox_child.py) then, in process O, still
      and serves T's requests: look up a global name, read an attribute, call an object. Only then does T read
      the job, drop to the slot's second uid (the tester uid, uid + uid_count: D cannot signal, ptrace or read
      it) and run the tests, writing `setup`, `load`, one line per test and `done` to the results file.
-A candidate runs in a slot (sandbox_runner.sandbox_slot), held for all its tests: at most one per CPU runs on
-the machine at once, however many threads and processes (torchrun's ranks) want one, and its clocks start once
-it holds one, so waiting never costs a candidate its time. The slots are locked with flock in one machine-wide
-folder (/run/sdzero-sandbox for root; never under $TMPDIR). As root each slot is a pair of uids (not in
-/etc/passwd), so killing "every process of those uids" only ever hits this slot's sandbox, and RLIMIT_NPROC
-counts only its processes. The parent always kills what is left (every process of both uids, then O's process
-group), whatever ends its wait: the deadline, or an exception (Ctrl-C, a --reward time limit around
-check_code). O and C die with the thread of the parent that started them (a parent-death signal), so a trainer
-killed outright takes its sandboxes with it; D and T set theirs again after the uid drop.
+A candidate runs in a slot (sandbox_runner.sandbox_slot) held for all its tests: one per CPU on the machine,
+however many threads and processes (torchrun's ranks) want one, locked with flock in one machine-wide folder
+(never under $TMPDIR); its clocks start once it holds one, so waiting never costs it time. As root a slot is a
+pair of uids (not in /etc/passwd), so killing "every process of those uids" only hits this slot's sandbox,
+and RLIMIT_NPROC counts only its processes. The parent always kills what is left (both uids' processes, then
+O's process group), whatever ends its wait: the deadline or an exception (Ctrl-C, a --reward time limit). O
+and C die with the parent's thread that started them (a parent-death signal), D and T set theirs again.
 
 How tests run. call tests, and asserts the parent can parse (`assert f(<literals>) == <literal>`, also `is
 True/False/None`, bare `assert f(...)` and `assert not f(...)`): T sends the arguments, D calls the entry
@@ -215,23 +214,31 @@ class _Plan:
 
 
 def _plan(task) -> _Plan:
-    """Validate a task and split it into what the child may see and what only the parent knows."""
+    """Validate a task (a dict, or a JSON string of one, as data files hold it) and split it into what the child
+    may see and what only the parent knows. _BadTask says what is wrong, in words a dataset's author can act on."""
+    if isinstance(task, str):
+        try:
+            task = json.loads(task)
+        except ValueError:
+            raise _BadTask("a string that is not JSON") from None
     if not isinstance(task, dict):
-        raise _BadTask("task is not a dict")
+        raise _BadTask(f"a {type(task).__name__}, not a task object")
     kind, tests = task.get("kind"), task.get("tests")
+    if kind not in ("stdio", "call", "assert"):
+        raise _BadTask(f"kind {kind!r}, not stdio, call or assert")
     if not isinstance(tests, (list, tuple)) or not tests:
-        raise _BadTask("no tests")
+        raise _BadTask("no tests" if not tests else f"'tests' is a {type(tests).__name__}, not a list")
     tol = task.get("float_tol", DEFAULT_FLOAT_TOL)
     if type(tol) not in (int, float) or not tol >= 0:
-        raise _BadTask("float_tol")
+        raise _BadTask("float_tol is not a number >= 0")
     if kind == "stdio":
         for t in tests:
             if not isinstance(t, dict) or not isinstance(t.get("input", ""), str) or not isinstance(t.get("output"), str):
-                raise _BadTask("stdio test")
+                raise _BadTask('a stdio test that is not {"input": str, "output": str}')
         return _Plan("stdio", tuple((t.get("input", ""), t["output"]) for t in tests), None, float(tol))
     entry_point = task.get("entry_point")
     if not isinstance(entry_point, str) or not entry_point.isidentifier():
-        raise _BadTask("entry_point")
+        raise _BadTask(f"entry_point {entry_point!r} is not a function name")
     setup = task.get("setup")
     if setup is not None:
         try:
@@ -240,13 +247,11 @@ def _plan(task) -> _Plan:
             raise _BadTask("setup does not compile") from None
     if kind == "call":
         return _Plan("tests", tuple(_call_test(t) for t in tests), entry_point, float(tol), setup)
-    if kind == "assert":
-        return _Plan("tests", tuple(_assert_test(t, entry_point) for t in tests), entry_point, float(tol), setup)
-    raise _BadTask(f"kind {kind!r}")
+    return _Plan("tests", tuple(_assert_test(t, entry_point) for t in tests), entry_point, float(tol), setup)
 
 
 def task_problem(task) -> str | None:
-    """Why `task` is not a well-formed code task (design.md's schema), or None when it is."""
+    """Why `task` is not a well-formed code task (the schema above), or None when it is."""
     try:
         _plan(task)
     except _BadTask as bad:
@@ -256,10 +261,10 @@ def task_problem(task) -> str | None:
 
 def _call_test(t) -> _Test:
     if not isinstance(t, dict) or not isinstance(t.get("args"), (list, tuple)) or "expected" not in t:
-        raise _BadTask("call test")
+        raise _BadTask('a call test that is not {"args": [...], "expected": value}')
     kwargs = t.get("kwargs", {})
     if not isinstance(kwargs, dict):
-        raise _BadTask("call kwargs")
+        raise _BadTask("a call test whose kwargs is not an object")
     expected = _encode(t["expected"])
     if _has_marker(expected):
         raise _BadTask("expected value is not plain")
@@ -560,6 +565,7 @@ class _LRU:
 
 
 _CACHE = _LRU(CACHE_SIZE)
+_WARNED: set = set()  # the Isolations whose failed probe a check has logged
 _CACHEABLE = {"correct", "mismatch", "runtime_error", "parse_error", "no_answer", "bad_task"}  # not timeouts: load-dependent
 
 
@@ -579,8 +585,7 @@ def _check(response, task, limits: Limits, isolation: Isolation, fail_fast: bool
     try:
         plan = _plan(task)
     except _BadTask as e:
-        log.debug("bad code task: %s", e)
-        return Verdict(False, "bad_task", None)
+        return Verdict(False, "bad_task", None, f"The task is malformed: {e}.")
     if not isinstance(response, str):
         return Verdict(False, "no_answer", None)
     program = extract_program(response)
@@ -595,8 +600,12 @@ def _check(response, task, limits: Limits, isolation: Isolation, fail_fast: bool
     if time.monotonic() >= deadline:
         return Verdict(False, "timeout", program)
     setup = setup_for(isolation)
-    if sandbox_problem(isolation):  # said once, when the probe failed: no sandbox can run here
-        return Verdict(False, "sandbox_error", program)
+    problem = sandbox_problem(isolation)
+    if problem:  # the probe failed: no sandbox can run here (logged once, for callers that never asked)
+        if isolation not in _WARNED:
+            _WARNED.add(isolation)
+            log.error("sandbox: %s", problem)
+        return Verdict(False, "sandbox_error", program, problem)
     check = _check_stdio if plan.kind == "stdio" else _check_tests
     for attempt in range(2):  # a sandbox that failed to start (no memory for a fork, say) gets one more try
         with sandbox_slot(setup, deadline) as slot:  # the wait for it is outside the candidate's time

@@ -266,7 +266,7 @@ def setup_for(isolation: Isolation) -> Setup:
         if chosen is None:
             problem = (_cannot_drop(isolation, problems) if drop else
                        f"the code sandbox cannot start ({'; '.join(problems)})")
-            log.error("sandbox: %s", problem)
+            log.debug("sandbox: %s", problem)  # the caller asks sandbox_problem(); a check logs it (sandbox._check)
             chosen, info = Setup(tries[0][0], tries[0][1], isolation.uid_count, isolation.namespaces, hide,
                                  writable, specials), {"problem": problem}
         elif drop and chosen.uid_base is None:
