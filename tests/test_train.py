@@ -503,8 +503,8 @@ def test_code_task_runs_both_phases(tmp_path, monkeypatch, capsys):
     tests/test_sandbox.py; the code demo on SmolLM2 is the real measurement (README)."""
     real, calls = verify.verdicts, []
 
-    def verdicts(responses, answers, task, strict=True):
-        calls.append((task, [v.correct for v in real(responses, answers, task, strict=strict)],
+    def verdicts(responses, answers, task, strict=True, workers=None):
+        calls.append((task, [v.correct for v in real(responses, answers, task, strict=strict, workers=workers)],
                       [type(a) for a in answers]))
         return [verify.Verdict(len(y) % 3 == 0, "correct" if len(y) % 3 == 0 else "mismatch") for y in responses]
     monkeypatch.setattr(verify, "verdicts", verdicts)
