@@ -15,15 +15,18 @@ What it checks, in order:
      stated together with it: joined by separators (`\\quad \\text{and} \\quad`, commas, `\\( \\)`, `\\[ \\]`;
      also by short prose when the gold has several values) they form one list; joined by an alternative
      ("or", "maybe", "possibly", "alternatively", `(or ...)`) a hedge. Without a box: the last answer marker
-     ("final answer is X", "the answer is X", "Answer: X", a `Final Answer` heading, GSM8K's "#### X"), whose
+     ("final answer is X", "the (correct) answer is X", "Answer: X", a `Final Answer` heading, "#### X"), whose
      sentence gives the math after its last copula (`The largest $n$ is 34.` -> 34), else its last number;
      or a response that is nothing but math (`$\\frac13$`, `-5`). There is deliberately no "last number
-     anywhere" fallback: it would reward any number that happens to appear in the working.
+     anywhere" fallback: it would reward any number that happens to appear in the working. The gold is read
+     as the final answer it states (`gold_answer`: after GSM8K's `####`, its box, its answer marker).
   2. Hedges never score: every value the response states must equal the gold. A box and a later answer
      marker with another value are two statements (unless the work between them derives the marker's
      value: the box was a step); a box taken back by a statement about its own value ("but that is wrong",
      "scratch that", "I made a mistake", the reviser's r = 0 phrase) does not count, while a remark about
-     another value, option or slip ("6 would be incorrect", "Options A and D are wrong") keeps it.
+     another value, option or slip ("6 would be incorrect", "Options A and D are wrong") keeps it; a
+     later value stated as a correction or an alternative ("Actually, it's 7", "or maybe 6") is a second
+     statement.
      Only a gold with that many values takes the alternatives of a hedge, as one list (`x = 1 \\text{ or }
      x = -1` for gold `\\pm 1`). A list of candidates never scores: a list only matches a list.
   3. Normalisation (verifiers/math_compare.py, as are 4-6; linear string work): delimiters, `\\left/\\right`,
