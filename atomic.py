@@ -4,6 +4,7 @@ checkpoint, config, results, model and adapter are written through these (run.py
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -17,23 +18,36 @@ def atomic_torch_save(obj, path: Path) -> None:
     """Write to a temporary file, fsync, rename: a crash leaves the previous checkpoint intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with _removed_on_error(tmp):
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """The same for a text file (config.json, results.json): a reader sees the old file or the whole new one."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with _removed_on_error(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _removed_on_error(tmp: Path):
+    """The temporary file deleted when its writing stops half-way (an error, Ctrl-C or SIGTERM: run_folder.py
+    turns both into KeyboardInterrupt), so an interrupted save leaves the previous file and nothing beside it."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def fsync_path(path: Path) -> None:

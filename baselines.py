@@ -1,8 +1,8 @@
 """The paper's baselines: rejection fine-tuning (RFT) and GRPO with the DAPO choices, their math and loops.
 
 `--method rft` and `--method grpo` share everything else with SD-Zero: the run (run.py: sampler, verifier,
-training loop, checkpoints), the held-out evaluation and the generation budget (sdzero-spec.md, "Baselines
-the paper compares against"; paper App. C.2). RFT's fine-tuning is Phase 1's SFT loop (train.rft_train).
+training loop, checkpoints), the held-out evaluation and the generation budget (the paper's App. C.2; the README,
+"The paper, equation by equation"). RFT's fine-tuning is Phase 1's SFT loop (train.rft_train).
 
 RFT (Yuan et al. 2023): k samples per question, keep the verified-correct ones (distinct ones by default,
 as in the RFT paper), supervised fine-tuning on them.

@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,11 @@ import baselines
 import distill
 import parallel
 import revise
+import sdzero
 import teacher_context
 import tracking
 from run import METHOD_STAGES, parse_betas, parse_teacher
+from run_folder import OLD_RUN_CONFIG, RUN_CONFIG
 
 REPO = Path(__file__).resolve().parent
 
@@ -95,7 +98,7 @@ class Config:
     num_init: int = knob(1, "y_init sampled per Phase 1 question (paper: 1; authors' run_srt_data.sh: 3)")
     num_revisions: int = knob(3, "revisions sampled per y_init in Phase 1 (paper: 3)")
     revise_correct: bool = knob(True, "also revise correct y_init with the r=1 phrase (paper: yes; authors' code: no)")
-    phrase_style: str = knob("paper", "control phrases: paper | qwen | olmo (sdzero-spec.md)")
+    phrase_style: str = knob("paper", "control phrases: paper | qwen | olmo (README, The paper, equation by equation)")
     # Phase 1: SRT (paper: AdamW, lr 5e-6, cosine, 5% warmup, 2-3 epochs)
     srt_loss: str = knob("both", "L_SRT terms: both (Eq. 1 + Eq. 2) | gen (Eq. 2) | rev (Eq. 1); paper Table 11")
     srt_variant: str = knob("joint", "joint (paper: L_rev + L_gen in one training) | two-stage (authors' sft.sh: "
@@ -109,12 +112,13 @@ class Config:
     srt_lr: float = knob(3e-5, "Phase 1 learning rate (paper 5e-6)")
     srt_epochs: int = knob(2, "Phase 1 epochs (paper 2-3)")
     srt_batch_size: int = knob(8, "kept tuples per Phase 1 step")
-    srt_warmup: float = knob(0.05, "Phase 1 warmup share of steps, then cosine (paper ~5%)")
+    srt_warmup: float = knob(0.05, "Phase 1 warmup as a share of its optimizer steps, in [0, 1] (0.05 = the "
+                             "first 5%), then cosine (paper ~5%); --p2-warmup and --grpo-warmup count steps")
     # Phase 2: on-policy self-distillation
     p2_lr: float = knob(5e-6, "Phase 2 learning rate (paper 5e-6)")
     p2_steps: int = knob(30, "Phase 2 optimizer steps")
     p2_batch_size: int = knob(8, "prompts per Phase 2 step, one sample each (authors' code: 128)")
-    p2_warmup: int = knob(0, "Phase 2 warmup steps, then constant lr (authors' code: 20)")
+    p2_warmup: int = knob(0, "Phase 2 warmup in optimizer steps, then constant lr (authors' code: 20)")
     p2_micro_batch: int = knob(0, "Phase 2 rows per forward/backward on each process, sorted by length so "
                                "micro-batches pad little; gradients accumulate (0 = all rows at once)")
     teacher_context: str = knob("revise", "what the Phase 2 teacher sees beside y: revise (SD-Zero: y' + P_r) | "
@@ -125,9 +129,10 @@ class Config:
     topk: int = knob(64, "support: the top-k tokens, renormalised (paper: 64); 0 = full vocabulary")
     support: str = knob("teacher", "whose top-k: teacher (paper) | student")
     tail: bool = knob(False, "add a tail bucket with the remaining mass instead of renormalising")
-    beta: float = knob(0.5, "mixing weight of --divergence mixed and jsd")
+    beta: float = knob(0.5, "mixing weight of --divergence mixed and jsd, refused with the others (TRL's --beta, "
+                       "GRPO's KL coefficient, is --grpo-kl here)")
     teacher_keep_end: bool = knob(False, "the teacher's first copy of y keeps its end-of-turn token (authors' "
-                                  "code) instead of y' without it (paper, sdzero-spec.md Phase 2 step 3)")
+                                  "code) instead of y' without it (paper; README, The paper, equation by equation)")
     teacher_max_len: int = knob(4096, "teacher context cap; longer y is truncated for student and teacher alike")
     loss_chunk: int = knob(256, "response positions per chunk of the memory-bounded Phase 2 loss")
     # baselines (baselines.py). RFT fine-tunes with the Phase 1 settings (--srt-lr, --srt-epochs,
@@ -139,7 +144,7 @@ class Config:
     grpo_steps: int = knob(11, "GRPO: rollout steps when --budget is 0")
     grpo_minibatches: int = knob(2, "GRPO: optimizer steps per rollout step (later ones are off-policy, clipped)")
     grpo_lr: float = knob(1e-5, "GRPO learning rate (DAPO: 1e-6 at 32B)")
-    grpo_warmup: int = knob(0, "GRPO warmup optimizer steps, then constant lr")
+    grpo_warmup: int = knob(0, "GRPO warmup in optimizer steps, then constant lr")
     grpo_std: bool = knob(True, "GRPO: divide the advantage by the group's std (--no-grpo-std: Dr. GRPO)")
     grpo_norm: str = knob("token", "GRPO loss normalisation: token (DAPO) | sequence (GRPO)")
     grpo_clip_low: float = knob(0.2, "GRPO: lower clip, rho >= 1 - this")
@@ -170,12 +175,14 @@ class Config:
     eval_revise: bool = knob(False, "at each evaluation also revise every held-out answer (greedy, P_r by its "
                              "reward): the reviser's correction rate (r=0 -> right) and keep rate (r=1 -> right)")
     eval_extra: str = knob("", "also evaluate this dataset before training and at the end, reported apart "
-                           "(code demo: humaneval)")
+                           "(the code presets: humaneval, unless --dataset names other data; \"\" = off)")
     eval_extra_n: int = knob(0, "questions of --eval-extra (0 = all)")
     eval_extra_tokens: int = knob(0, "new tokens per --eval-extra answer (0 = --max-new-tokens)")
     # bookkeeping
     save_every: int = knob(0, "checkpoint every N optimizer steps inside a phase (0: only between stages)")
     resume: bool = knob(False, "continue the run in --out from its checkpoint")
+    overwrite_output_dir: bool = knob(False, "start over in an --out that holds a run: its files (run_config.json, logs, checkpoint/, results.json, model/, adapter/) are deleted once the data and the model have loaded, other files stay (TRL's --overwrite_output_dir; a run that stopped before its first checkpoint is taken over without it)")
+    keep_checkpoint: bool = knob(True, "keep checkpoint/ when the run ends (--no-keep-checkpoint deletes it once results.json and model/ are written: the finished run can no longer be resumed)")
     log_samples: int = knob(2, "samples per step written to samples.jsonl")
     report_to: str = knob("none", "where metrics.jsonl's rows also go: none | any comma-separated of wandb, "
                           "tensorboard (event files in --out/tensorboard), trackio; each needs its package "
@@ -239,67 +246,132 @@ TASK_PRESETS = {
 TRL_ALIASES = {"model_name_or_path": "model", "output_dir": "out", "max_completion_length": "max_new_tokens",
                "num_generations": "grpo_group"}
 LEARNING_RATES = ("srt_lr", "p2_lr", "grpo_lr")
+DEFAULTS = dataclasses.asdict(Config())
+# Settings a resumed run may change: how it runs and what it keeps, not what it computes; and --out, since a run
+# folder may move.
+RESUME_MAY_CHANGE = ("resume", "out", "threads", "parallel", "report_to", "project", "keep_checkpoint",
+                     "overwrite_output_dir")
+BETA_DIVERGENCES = ("mixed", "jsd")  # the divergences --beta weighs (distill.py)
+LIST_FLAGS = "python train.py --help lists them"
+# --help's groups in order, each with its flags; a setting named in none (a newer knob) is listed in the first.
+HELP_GROUPS = {
+    "run and scale": "preset method model budget out seed resume max_new_tokens temperature gen_batch_size grad_clip "
+                     "save_every log_samples precision grad_checkpoint parallel threads report_to project",
+    "data": "task dataset eval_dataset question_field answer_field n1 n2 n_eval data_seed math_max_operand math_ops "
+            "reward reward_timeout fewshot enable_thinking",
+    "Phase 1: self-revision training (SRT)": "num_init num_revisions revise_correct phrase_style p1_top_p p1_top_k "
+        "p1_stop srt_loss srt_variant srt_stage2_size srt_max_tuples srt_clean srt_lr srt_epochs srt_batch_size "
+        "srt_warmup srt_weight_decay srt_betas",
+    "Phase 2 and teachers: self-distillation": "p2_lr p2_steps p2_batch_size p2_warmup p2_micro_batch p2_top_p "
+        "p2_top_k p2_weight_decay p2_betas teacher_context teacher divergence beta topk support tail teacher_keep_end "
+        "teacher_max_len loss_chunk",
+    "baselines: RFT and GRPO": "rft_samples rft_dedup grpo_group grpo_batch grpo_steps grpo_minibatches grpo_lr "
+        "grpo_warmup grpo_std grpo_norm grpo_clip_low grpo_clip_high grpo_dynamic grpo_max_rounds grpo_overlong "
+        "grpo_kl baseline_top_p baseline_top_k",
+    "evaluation": "eval_samples eval_temperature eval_top_p eval_top_k eval_every eval_revise eval_extra eval_extra_n "
+                  "eval_extra_tokens",
+    "LoRA": "lora_rank lora_alpha lora_targets",
+}
 
 
-def our_spelling(argv: list[str]) -> tuple[list[str], str | None]:
+def our_spelling(argv: list[str]) -> tuple[list[str], str | None, dict[str, str]]:
     """argv with snake_case spellings of our flags (--p2_lr, --no_fewshot) and the TRL aliases in our
-    kebab-case names, and the value of --learning_rate (or None), taken out."""
-    fields = {f.name for f in dataclasses.fields(Config)}
-    out, lr, i = [], None, 0
+    kebab-case names; the value of --learning_rate (or None), taken out; each setting's flag and value as typed.
+    A setting given twice (the same flag, both spellings, an alias beside its flag, --x and --no-x, --config
+    twice) stops here: argparse would keep the last, silently, as in a script's base flags plus an override."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    out, lr, where, i = [], None, {}, 0
     while i < len(argv):
-        arg = argv[i]
+        arg, i = argv[i], i + 1
         name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if name == "learning_rate":
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise SystemExit("--learning_rate: expected a value")
-                i, value = i + 1, argv[i + 1]
-            lr, i = value, i + 1
+        snake = name.replace("-", "_")
+        negated = snake.startswith("no_") and snake[3:] in fields and field_type(fields[snake[3:]]) is bool
+        setting = TRL_ALIASES.get(snake, snake[3:] if negated else snake)
+        if setting not in fields and setting not in ("config", "learning_rate"):
+            out.append(arg)
             continue
-        negated = name.startswith("no_") and name[3:] in fields
-        base = name[3:] if negated else name
-        base = TRL_ALIASES.get(base, base)
-        if "_" in name and base in fields:
-            arg = "--" + ("no-" if negated else "") + base.replace("_", "-") + eq + value
-        elif name in TRL_ALIASES:
-            arg = "--" + base.replace("_", "-") + eq + value
-        out.append(arg)
-        i += 1
-    return out, lr
+        takes_value = setting in ("config", "learning_rate") or field_type(fields[setting]) is not bool
+        consumed = takes_value and not eq and i < len(argv)
+        if consumed:  # the flag's value: passed on as it is, never read as a flag
+            value, i = argv[i], i + 1
+        if setting == "learning_rate" and not (eq or consumed):
+            raise SystemExit("--learning_rate: expected a value")
+        said = f"--{name} {value}".rstrip()
+        if setting in where:
+            raise SystemExit(f"{where[setting]} and {said}: one setting given twice on the command line; give it "
+                             "once (the command line overrides a --config FILE, never itself)")
+        where[setting] = said
+        if setting == "learning_rate":
+            lr = value
+            continue
+        flag = "--" + ("no-" if negated else "") + setting.replace("_", "-")
+        out += [flag + eq + value] if eq else [flag, value] if consumed else [flag]
+    return out, lr, where
 
 
-def read_config_file(path: str) -> dict:
+class _Twice(Exception):
+    """A key given twice in one --config file, which PyYAML and json would silently resolve to the last."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in lines:
+                    raise _Twice(f"{key_node.value} is given twice (lines {lines[key_node.value]} and "
+                                 f"{key_node.start_mark.line + 1})")
+                lines[key_node.value] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def _unique_pairs(pairs: list[tuple]) -> dict:
+    keys = [k for k, _ in pairs]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise _Twice(f"{twice} is given twice")
+    return dict(pairs)
+
+
+def read_config_file(path: str, flag: str = "--config") -> tuple[dict, dict]:
     """--config FILE (YAML, or JSON such as a run's own run_config.json): a mapping of settings to values,
     as Config field names (snake_case or kebab-case), the TRL aliases, or learning_rate. Values are checked
-    against each field's type here; the choices and ranges later, by check_config."""
+    against each field's type here; the choices and ranges later, by check_config. Returns the values and where
+    each was given (its key and value, in the file); a setting given twice, under one key or two, is refused."""
     p = Path(path)
     if not p.is_file():
-        raise SystemExit(f"--config {path}: no such file")
+        raise SystemExit(f"{flag} {path}: no such file")
     try:
         text = p.read_text(encoding="utf-8")
-        obj = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        obj = (json.loads(text, object_pairs_hook=_unique_pairs) if p.suffix == ".json"
+               else yaml.load(text, Loader=_UniqueKeyLoader))
+    except _Twice as e:
+        raise SystemExit(f"{flag} {path}: {e}; keep one") from None
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
         kind = "JSON" if p.suffix == ".json" else "YAML"
-        raise SystemExit(f"--config {path}: not readable as {kind} ({str(e).splitlines()[0]})") from None
+        raise SystemExit(f"{flag} {path}: not readable as {kind} ({str(e).splitlines()[0]})") from None
     if obj is None:
-        return {}
+        return {}, {}
     if not isinstance(obj, dict):
-        raise SystemExit(f"--config {path}: must hold a mapping of settings to values, not a {type(obj).__name__}")
+        raise SystemExit(f"{flag} {path}: must hold a mapping of settings to values, not a {type(obj).__name__}")
     fields = {f.name: f for f in dataclasses.fields(Config)}
     names = sorted(fields) + list(TRL_ALIASES) + ["learning_rate"]
-    values = {}
+    values, where, keys = {}, {}, {}
     for key, value in obj.items():
         name = str(key).lstrip("-").replace("-", "_")
         name = TRL_ALIASES.get(name, name)
+        if name in values:
+            raise SystemExit(f"{flag} {path}: {keys[name]} and {key} both set {name}; keep one")
         if name == "learning_rate":
             values[name] = _typed(path, key, float, value)
         elif name in fields:
             values[name] = _typed(path, key, field_type(fields[name]), value)
         else:
             near = difflib.get_close_matches(name, names, n=1)
-            raise SystemExit(f"--config {path}: unknown setting {key!r}"
+            raise SystemExit(f"{flag} {path}: unknown setting {key!r}"
                              + (f" (did you mean {near[0]}?)" if near else "; `python train.py --help` lists them"))
-    return values
+        where[name], keys[name] = f"{key}: {value} in {path}", key
+    return values, where
 
 
 def _typed(path: str, key, typ: type, value):
@@ -321,29 +393,149 @@ def _typed(path: str, key, typ: type, value):
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage dump
+        raise SystemExit(f"{message.removeprefix('argument ')} ({LIST_FLAGS})")
+
+
+def make_parser(defaults: dict, origin: dict) -> argparse.ArgumentParser:
+    """The command line, its flags in HELP_GROUPS; --help shows `defaults`, each marked with where it came from
+    (origin: a preset, a task, a --config file, a saved run) when that differs from Config's own."""
+    def shown(v):
+        return '""' if v == "" else v
+    p = _Parser(prog="python train.py", allow_abbrev=False, add_help=False,
+                usage="%(prog)s [--task T] [--preset P] [--method M] [--config FILE] [--print-config] [--FLAG ...]",
+                description="SD-Zero: self-revision turns binary rewards into dense supervision. Settings: a "
+                "preset (with its --task defaults; under --resume --out DIR, that run's), then a --config FILE, then "
+                "the flags, each given once. The defaults shown are those of the --preset, --task and --config given. "
+                "Every flag also takes its snake_case spelling (--p2_lr), and TRL's names are read as ours: "
+                + ", ".join(f"--{a} (--{b.replace('_', '-')})" for a, b in TRL_ALIASES.items())
+                + ", --learning_rate (the default of --srt-lr, --p2-lr and --grpo-lr).")
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    listed = " ".join(HELP_GROUPS.values()).split()
+    for n, (title, names) in enumerate(HELP_GROUPS.items()):
+        group = p.add_argument_group(title)
+        if n == 0:
+            group.add_argument("-h", "--help", action="store_true", default=argparse.SUPPRESS,
+                               help="this list, with the defaults of the --preset, --task and --config given")
+            group.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                               help="YAML or JSON file of settings (flag names as keys, e.g. p2_lr: 1.0e-5), such as "
+                               "a run's own run_config.json: it reproduces that run")
+            group.add_argument("--print-config", action="store_true", default=argparse.SUPPRESS,
+                               help="print the resolved settings as YAML that --config reads back, and exit")
+        for name in names.split() + ([f for f in fields if f not in listed] if n == 0 else []):
+            f, value = fields[name], defaults[name]
+            changed = name in origin and value != DEFAULTS[name]
+            mark = f", from {origin[name]}; otherwise {shown(DEFAULTS[name])}" if changed else ""
+            text = f"{f.metadata['help']} (default: {shown(value)}{mark})".replace("%", "%%")
+            choices = PRESETS if name == "preset" else CHOICES.get(name)
+            kind = (dict(action=argparse.BooleanOptionalAction) if field_type(f) is bool else
+                    dict(type=field_type(f), metavar="{" + ",".join(choices) + "}" if choices else None))
+            group.add_argument("--" + name.replace("_", "-"), default=argparse.SUPPRESS, help=text, **kind)
+    return p
+
+
+def refuse_unknown(rest: list[str]) -> None:
+    """What argparse did not take: one line naming it, with the nearest flag."""
+    flag = next((a.partition("=")[0] for a in rest if a.startswith("-")), None)
+    if flag is None:
+        raise SystemExit(f"{rest[0]}: not a flag, and no flag takes it as its value ({LIST_FLAGS})")
+    fields = dataclasses.fields(Config)
+    names = (["--" + f.name.replace("_", "-") for f in fields] + ["--config", "--print-config", "--help"]
+             + ["--no-" + f.name.replace("_", "-") for f in fields if field_type(f) is bool])
+    near = (difflib.get_close_matches("--" + flag.lstrip("-").replace("_", "-"), names, n=1)
+            or difflib.get_close_matches(flag, ["--" + a for a in (*TRL_ALIASES, "learning_rate")], n=1))
+    raise SystemExit(f"{flag}: no such flag" + (f"; did you mean {near[0]}?" if near else "") + f" ({LIST_FLAGS})")
+
+
+def preset_base(explicit: dict) -> tuple[dict, dict]:
+    """Every setting before the file and the flags: Config's defaults, the preset's, the preset's for the task;
+    and where each of the latter came from."""
+    preset, task = explicit.get("preset", "demo"), explicit.get("task", "math")
+    if preset not in PRESETS:
+        raise SystemExit(f"--preset: {preset!r} is not one of {', '.join(PRESETS)}")
+    values, origin = dict(DEFAULTS), {}
+    for source, settings in ((f"--preset {preset}", PRESETS[preset]),
+                             (f"--preset {preset} --task {task}", TASK_PRESETS.get((preset, task), {}))):
+        values.update(settings)
+        origin.update(dict.fromkeys(settings, source))
+    # A preset's extra evaluation (the code demo's 164 HumanEval problems, minutes each pass on a CPU) goes with
+    # the preset's own data: with other data it is off unless asked for.
+    if "eval_extra" in origin and explicit.get("dataset", values["dataset"]) != values["dataset"]:
+        values["eval_extra"] = DEFAULTS["eval_extra"]
+    return values, origin
+
+
+def absolute(name: str, value):
+    """A path setting naming a local file or folder, as an absolute path: run_config.json then names the same
+    files from any directory (--resume from elsewhere), and two spellings of one path compare equal. Aliases,
+    registry names and Hub ids are left alone, as their loaders read them first (sdzero, data, plugin)."""
+    if name == "model" and value and value not in sdzero.EMBEDDED and Path(value).is_dir():
+        return os.path.abspath(value)
+    if name in ("dataset", "eval_dataset", "eval_extra") and Path(value).suffix in (".jsonl", ".parquet") \
+            and Path(value).is_file():
+        return os.path.abspath(value)
+    target, colon, function = value.rpartition(":") if name == "reward" else ("", "", "")
+    if (target.endswith(".py") or "/" in target) and os.path.isfile(target):
+        return os.path.abspath(target) + colon + function
+    return value
+
+
+def resume_base(explicit: dict, where: dict) -> tuple[dict, dict] | None:
+    """--resume: the settings the run in --out started with (its run_config.json; config.json before the
+    rename) in the preset's place. A setting given explicitly must agree with them unless it may change on
+    resume (paths agree when they name the same file). None when --out holds no run (prepare_out says so)."""
+    out = explicit.get("out") or preset_base(explicit)[0]["out"]
+    path = next((Path(out) / n for n in (RUN_CONFIG, OLD_RUN_CONFIG) if (Path(out) / n).is_file()), None)
+    if path is None:
+        return None
+    saved = read_config_file(str(path), "--resume")[0]
+    # A setting newer than the run counts as its default; --overwrite-output-dir started the run, and says
+    # nothing about continuing it.
+    base = {**DEFAULTS, **{k: v for k, v in saved.items() if k != "overwrite_output_dir"}, "out": out}
+    differ = [n for n, v in explicit.items()
+              if n not in RESUME_MAY_CHANGE and absolute(n, v) != absolute(n, base[n])]
+    if differ:
+        changes = ", ".join(f"{where[n]} (the run's {n}: {base[n]})" for n in differ)
+        flags = "".join(dict.fromkeys(" " + where[n] for n in differ if where[n].startswith("--")))
+        raise SystemExit(f"--resume: {changes} would change the run in {out}, which resumes with the settings it "
+                         f"started with: python train.py --resume --out {out} (a new run with the change: python "
+                         f"train.py --config {path} --out NEW_DIR{flags})")
+    return base, dict.fromkeys(saved, f"the run in {out}")
+
+
+def check_given(cfg: Config, explicit: dict, where: dict) -> None:
+    """What only the settings given (not a preset's or a saved run's) can show: --beta where the divergence
+    does not use it, TRL's KL coefficient by its TRL name. A --config file may hold the default, as every
+    run_config.json does."""
+    if ("beta" in explicit and cfg.divergence not in BETA_DIVERGENCES
+            and (where["beta"].startswith("--") or cfg.beta != DEFAULTS["beta"])):
+        raise SystemExit(f"{where['beta']}: --divergence {cfg.divergence} does not use it (it weighs "
+                         f"--divergence {' and '.join(BETA_DIVERGENCES)}). TRL's --beta, GRPO's KL coefficient, "
+                         f"is --grpo-kl here: python train.py --method grpo --grpo-kl {cfg.beta}")
+
+
+def config_text(cfg: Config, sources: dict) -> str:
+    """--print-config: every setting, as YAML that --config reads back to this Config, each commented with
+    its source where it has one (a flag, a file, a preset, a saved run)."""
+    lines = ["# python train.py --config THIS_FILE runs these settings"]
+    for name, value in dataclasses.asdict(cfg).items():
+        line = yaml.safe_dump({name: value}, width=math.inf, allow_unicode=True).rstrip("\n")
+        lines.append(line + (f"  # {sources[name]}" if name in sources else ""))
+    return "\n".join(lines)
+
+
 def parse_args(argv=None) -> Config:
-    p = argparse.ArgumentParser(description="SD-Zero: self-revision turns binary rewards into dense supervision. "
-                                "Presets set defaults, --config FILE's values override them, and flags on the "
-                                "command line override both. Every flag also takes its "
-                                "snake_case spelling (--p2_lr), and TRL's names are read as ours: "
-                                + ", ".join(f"--{a} (--{b.replace('_', '-')})" for a, b in TRL_ALIASES.items())
-                                + ", --learning_rate (the default of --srt-lr, --p2-lr and --grpo-lr).")
-    p.add_argument("--config", default=None, metavar="FILE",
-                   help="YAML or JSON file of settings (flag names as keys, e.g. p2_lr: 1.0e-5), such as a run's "
-                   "own run_config.json: it reproduces that run")
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        if field_type(f) is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
-        else:
-            choices = list(PRESETS) if f.name == "preset" else None
-            p.add_argument(flag, type=field_type(f), default=argparse.SUPPRESS, choices=choices,
-                           help=f"{f.metadata['help']} (default: {f.default})".replace("%", "%%"))
-    argv, learning_rate = our_spelling(list(sys.argv[1:] if argv is None else argv))
-    given = vars(p.parse_args(argv))
+    """The Config of a command line: a preset with its task's defaults (with --resume: the run's own settings),
+    then a --config FILE, then the flags; --help and --print-config show the result and exit."""
+    argv, learning_rate, where = our_spelling(list(sys.argv[1:] if argv is None else argv))
+    parsed, rest = make_parser(DEFAULTS, {}).parse_known_args(argv)
+    if rest:
+        refuse_unknown(rest)
+    given = vars(parsed)
+    show_help, show_config = given.pop("help", False), given.pop("print_config", False)
     path = given.pop("config", None)
-    file_values = read_config_file(path) if path else {}
+    file_values, file_where = read_config_file(path) if path else ({}, {})
     if learning_rate is not None:  # TRL's --learning_rate: every learning rate not set explicitly
         try:
             given["learning_rate"] = float(learning_rate)
@@ -351,26 +543,38 @@ def parse_args(argv=None) -> Config:
             raise SystemExit(f"--learning_rate: {learning_rate!r} is not a number") from None
     # learning_rate, on the command line or in the file: the default of each learning rate the same source
     # does not set; then the command line overrides the file.
-    for source in (given, file_values):
+    for source, places in ((given, where), (file_values, file_where)):
         lr = source.pop("learning_rate", None)
         for name in LEARNING_RATES if lr is not None else ():
-            source.setdefault(name, lr)
-    given = {**file_values, **given}
-    preset = given.get("preset", "demo")
-    if preset not in PRESETS:
-        raise SystemExit(f"--preset: {preset!r} is not one of {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset])
-    values.update(TASK_PRESETS.get((preset, given.get("task", "math")), {}))
-    values.update(given)  # explicit settings override the preset
+            if name not in source:
+                source[name], places[name] = lr, places["learning_rate"]
+    explicit, where = {**file_values, **given}, {**file_where, **where}
+    base, origin = (resume_base(explicit, where) if explicit.get("resume") else None) or preset_base(explicit)
+    if show_help:
+        make_parser(base, origin).print_help()
+        raise SystemExit(0)
+    values = {**base, **explicit}  # explicit settings override the preset (or the saved run)
     # --method opsd / sdpo are Phase 2 from the base model with their teacher context, and that context with
     # --method sdzero or p2only is that method: one name per run in results.json.
-    method, context = values.get("method", "sdzero"), values.get("teacher_context", "revise")
-    if method in teacher_context.METHOD_CONTEXT and "teacher_context" not in given:
+    method, context = values["method"], values["teacher_context"]
+    if method in teacher_context.METHOD_CONTEXT and "teacher_context" not in explicit:
         values["teacher_context"] = teacher_context.METHOD_CONTEXT[method]
     elif method in ("sdzero", "p2only") and context != "revise":
         values["method"] = teacher_context.CONTEXT_METHOD.get(context, method)
-    cfg = Config(**values)
+    cfg = Config(**{name: absolute(name, value) for name, value in values.items()})
+    check_given(cfg, explicit, where)
     check_config(cfg)
+    if show_config:
+        print(config_text(cfg, {**{n: o for n, o in origin.items() if base[n] != DEFAULTS[n]},
+                                **dict.fromkeys(file_values, f"--config {path}"), **{n: where[n] for n in given}}))
+        raise SystemExit(0)
+    if cfg.eval_extra and os.environ.get("RANK", "0") == "0":  # what it costs, and how to turn it off; once
+        size = (f"{cfg.eval_extra_n} questions" if cfg.eval_extra_n else
+                "all 164 problems" if cfg.eval_extra == "humaneval" else "all its questions")
+        print(f"[eval-extra] {cfg.eval_extra}: {size}, {cfg.eval_samples} answer(s) each of up to "
+              f"{cfg.eval_extra_tokens or cfg.max_new_tokens} new tokens, evaluated before and after training and "
+              f"reported apart (time on top of the run's); --eval-extra \"\" turns it off, --eval-extra-n N takes N",
+              flush=True)
     return cfg
 
 
@@ -455,6 +659,11 @@ def check_config(cfg: Config) -> None:
         bad("--topk", "must be 0 (full vocabulary) or positive")
     if not 0 <= cfg.beta <= 1:
         bad("--beta", "must lie in [0, 1]")
+    if not 0 <= cfg.srt_warmup <= 1:  # a share, as the paper gives it; the other warmups count steps
+        bad("--srt-warmup", f"{cfg.srt_warmup} is not a share of Phase 1's optimizer steps in [0, 1] (0.05: the "
+            "first 5%); --p2-warmup and --grpo-warmup count steps")
+    if cfg.p2_warmup < 0 or cfg.grpo_warmup < 0:
+        bad("--p2-warmup" if cfg.p2_warmup < 0 else "--grpo-warmup", "a number of optimizer steps, 0 or more")
 
 
 def check_budget(cfg: Config) -> None:

@@ -2,19 +2,24 @@
 
 The Hub reads a model card's YAML front matter (base_model, library_name, pipeline_tag, tags, datasets)
 to link the model to its base and its data; the body says what produced it: the method, the run's
-held-out results, the resolved config that reproduces it (`python train.py --config run_config.json`),
-the commit, and the citation. Built from the run's results.json and config, nothing measured here.
+held-out results, the prompt and decoding those results were measured with (the chat messages, worked turns
+and instruction of tasks.prompt_messages; train.evaluate's sampling settings), the command that reproduces
+the run from a checkout (run_config.json beside the card: run_folder.reproduce_config), the commit, and the
+citation. Built from the run's results.json and config, nothing measured here.
 """
 from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import yaml
 
+import revise
 import run_folder
 import sdzero
+import tasks
 from data.load import split_hub_id
 from data.registry import REGISTRY
 
@@ -80,6 +85,103 @@ def results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+# What stands for the question in the card's prompt (a code task's statement: its instruction follows it).
+QUESTION = "<question>"
+
+
+def prompt_example(cfg: dict) -> list[dict]:
+    """The chat messages every held-out question is asked as (Run.prompt_messages), QUESTION in its place; a
+    code task's is a function task's."""
+    question = QUESTION if cfg["task"] == "math" else tasks.code_question(QUESTION, "call")
+    return tasks.prompt_messages(question, cfg["fewshot"], revise.CONTROL_PHRASES[cfg["phrase_style"]][0],
+                                 task=cfg["task"])
+
+
+def decoding(cfg: dict, max_new_tokens: int) -> str:
+    """train.evaluate's sampling settings (Run.rollout_verdicts' "eval" stage) in words."""
+    sampling = ("greedy (temperature 0: the most likely token at each step)" if not cfg["eval_temperature"] else
+                f"sampled at temperature {cfg['eval_temperature']}, top-p {cfg['eval_top_p']}, top-k "
+                f"{cfg['eval_top_k'] or 'off'}")
+    return f"{sampling}; at most {max_new_tokens} new tokens, ending at the end-of-turn token"
+
+
+def prompt_section(cfg: dict) -> str:
+    """## Prompt and decoding: what the card's scores depend on beside the weights."""
+    k = cfg["eval_samples"]
+    if cfg["fewshot"]:
+        shots = (f"a system turn and two worked exchanges (`--fewshot`; tasks.FEWSHOT"
+                 f"{'' if cfg['task'] == 'math' else '_CODE'}), the second a wrong answer revised after the control "
+                 f"phrase of `--phrase-style {cfg['phrase_style']}`")
+    else:
+        shots = "the question alone, no worked turns (`--no-fewshot`)"
+    if cfg["task"] == "math":
+        ask = f"`{QUESTION}` is the question, then the instruction tasks.MATH_INSTRUCTION"
+        score = ("the response's final stated answer (its last `\\boxed{}`, else an answer marker; "
+                 "verify.check_math) against the gold answer")
+    else:
+        ask = (f"`{QUESTION}` is the task's statement, then the instruction of a function task, "
+               f"tasks.CODE_INSTRUCTION; a program on standard input/output gets tasks.STDIO_INSTRUCTION and "
+               f"tasks.FEWSHOT_STDIO's worked turns instead")
+        score = "the last fenced Python block of the response, run against the task's hidden tests in the sandbox"
+    if cfg["reward"]:
+        score = f"the run's own verifier `--reward {cfg['reward']}`"
+    extra = (f" `--eval-extra {cfg['eval_extra']}` is asked and scored the same way, "
+             f"{decoding(cfg, cfg['eval_extra_tokens'] or cfg['max_new_tokens'])}." if cfg["eval_extra"] else "")
+    return f"""## Prompt and decoding
+
+The scores above were measured with this prompt and decoding; another prompt or other sampling settings give
+other numbers.
+
+Prompt: {shots}. Each held-out question is asked as these chat messages, where {ask}:
+
+```json
+{json.dumps(prompt_example(cfg), indent=2)}
+```
+
+through the model's chat template, saved with the tokenizer:
+`tokenizer.apply_chat_template(messages, add_generation_prompt=True, enable_thinking={cfg['enable_thinking']})`.
+
+Decoding: {decoding(cfg, cfg['max_new_tokens'])}.
+
+Scoring: {k} sample(s) per question; avg@{k} is the share of correct samples, pass@{k} the unbiased estimate of
+Chen et al. (2021). A sample is correct by {score}.{extra}"""
+
+
+def reproduce_section(cfg: dict, results: dict) -> str:
+    """## Reproduce: the command that runs the run again from a checkout, and the config it reads."""
+    out, commit, world = Path(cfg["out"]), results.get("commit"), results.get("world_size", 1)
+    if commit:
+        where = f"at commit `{commit.removesuffix('-dirty')}` (`git checkout {commit.removesuffix('-dirty')}`)"
+        if commit.endswith("-dirty"):
+            where += "; the run's tree had uncommitted changes, which the checkout lacks"
+    else:
+        where = "(the run's commit is unknown: run_folder.git_commit found no git checkout)"
+    launch = f"torchrun --nproc_per_node {world}" if world > 1 else "python"
+    processes = (f" The run had {world} processes (above as on one machine); batch sizes are global, so another "
+                 f"count trains the same run up to float rounding." if world > 1 else "")
+    return f"""## Reproduce
+
+From the root of a checkout of the SD-Zero reference implementation {where}:
+
+```bash
+{launch} train.py --config {shlex.quote(str(out / "model" / run_folder.RUN_CONFIG))} \\
+    --out {shlex.quote(str(out) + "-reproduce")}
+```
+
+`{run_folder.RUN_CONFIG}` beside this card is the run's resolved config (below; paths inside the checkout
+relative to its root); `--out` names a new folder, since a run never writes into one that holds files. On
+CPU the run is deterministic and ends with the same results; on a GPU its kernels may differ in the last
+bits.{processes}
+
+<details><summary>config</summary>
+
+```json
+{json.dumps(run_folder.reproduce_config(cfg), indent=2)}
+```
+
+</details>"""
+
+
 def model_card(cfg: dict, results: dict) -> str:
     """The card's text for a run's resolved config and results (results.json's dict)."""
     meta = front_matter(cfg)
@@ -102,9 +204,9 @@ implementation (arXiv:2604.12002) at commit `{results.get('commit') or 'unknown'
 
 ## Results
 
-Held-out: {n} questions ({held_out}), {results['eval']['eval_base']['k']} sample(s) each at temperature
-{cfg['eval_temperature']}{' (greedy)' if not cfg['eval_temperature'] else ''}; {results['generations']} training \
-generations.
+Held-out: {n} questions ({held_out}), {results['eval']['eval_base']['k']} sample(s) each at temperature \
+{cfg['eval_temperature']}{' (greedy)' if not cfg['eval_temperature'] else ''}, asked and decoded as "Prompt and \
+decoding" below says; {results['generations']} training generations.
 
 {results_table(results)}
 {extra_line}
@@ -118,17 +220,9 @@ model = AutoModelForCausalLM.from_pretrained("{folder}")
 tokenizer = AutoTokenizer.from_pretrained("{folder}")
 ```
 
-## Reproduce
+{prompt_section(cfg)}
 
-The resolved config below is the run's run_config.json: `python train.py --config run_config.json` runs it again.
-
-<details><summary>config</summary>
-
-```json
-{json.dumps(cfg, indent=2)}
-```
-
-</details>
+{reproduce_section(cfg, results)}
 
 ## Citation
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from sdzero import chat_prompt_ids, end_of_turn_ids
 
-# P_r, chosen by the binary reward r (sdzero-spec.md, "Control phrases").
+# P_r, chosen by the binary reward r: the paper's, and the authors' code's per model family (README, "The paper,
+# equation by equation").
 CONTROL_PHRASES = {
     "paper": {1: "Let me rephrase the above solution.",
               0: "Wait, this response is not correct, let me start over."},

@@ -277,7 +277,9 @@ class Run:
                                    workers=max(1, min(4, len(os.sched_getaffinity(0)) // self.dist.world)))
                        if cfg.reward else None)
         try:
-            self.data = data.load_task(cfg.task, cfg.dataset, cfg.n1, cfg.n2, cfg.n_eval, seed=cfg.data_seed,
+            # --method base trains on nothing: no N1 or N2 to draw (the held-out set comes first either way)
+            self.data = data.load_task(cfg.task, cfg.dataset, *((0, 0) if cfg.method == "base" else (cfg.n1, cfg.n2)),
+                                       cfg.n_eval, seed=cfg.data_seed,
                                        question_field=cfg.question_field, answer_field=cfg.answer_field,
                                        math_max_operand=cfg.math_max_operand, math_ops=cfg.math_ops,
                                        eval_dataset=cfg.eval_dataset or None, verify_gold=self.reward is None)
@@ -294,6 +296,8 @@ class Run:
             tqdm.write("[note] --enable-thinking: self-distillation with a privileged teacher can hurt thinking "
                        "models (README, Flags)")
         self._extra_rows = None
+        if cfg.eval_extra:  # now, not at the first evaluation: a bad set stops the run before anything is written
+            self.extra_eval_rows()
         model, self.tok = sdzero.load_model(cfg.model, device=self.device)
         self.end_ids = sdzero.end_of_turn_ids(self.tok, model)  # what generation stops on, stripped from y'
         # --p1-stop: the special tokens among them stop as ids, the rest as text; either is cut and replaced by
@@ -309,24 +313,29 @@ class Run:
         self.teacher: parallel.Weights | None = None
         self.adapter = None  # --lora-rank: the PeftModel of the adapter the current stage trains (lora.py)
         self._bf16_copy = None  # the bf16 copy of the student that rollouts read (sampling_model)
-        self.log = RunLog(cfg, self.out, main=self.dist.main)
-        # Skipped rows are counted, never silently given a zero reward: they go to metrics.jsonl.
+        self._prompt_cache: dict[str, list[int]] = {}
+        self.state = RunState(stage=method_stages(cfg)[0])
+        self.saved: tuple[str, int] | None = None  # (stage, step) of the last checkpoint written or resumed from
+        self.optimizer = self.scheduler = None
+        # --eval-every: train.py's evaluate(run, stage, step), set by train.train (run.py cannot import train.py)
+        self.evaluator = None
+
+    def open_log(self) -> None:
+        """metrics.jsonl, samples.jsonl and the trackers (RunLog), opened once the run folder is this run's
+        (train.train: nothing is written before the data and the model have loaded); the data row first.
+        Skipped rows are counted, never silently given a zero reward: they go to metrics.jsonl."""
+        self.log = RunLog(self.cfg, self.out, main=self.dist.main)
         skipped, notes = self.data.skipped, self.data.notes
         sizes = {k: len(self.data[k]) for k in ("eval", "n1", "n2")}
         line = (f"[data] held-out {sizes['eval']}, N1 {sizes['n1']}, N2 {sizes['n2']}"
                 + (f"; skipped {sum(skipped.values())} rows: {skipped}" if skipped else ""))
-        if cfg.resume:  # the row is in metrics.jsonl already, before the checkpoint
+        if self.cfg.resume:  # the row is in metrics.jsonl already, before the checkpoint
             tqdm.write(line)
         else:
             self.log.step({"phase": "data", **sizes, "skipped": skipped, "sources": self.data.sources,
                            "notes": notes}, line)
         for note in notes:
             tqdm.write(f"[data] {note}")
-        self._prompt_cache: dict[str, list[int]] = {}
-        self.state = RunState(stage=method_stages(cfg)[0])
-        self.optimizer = self.scheduler = None
-        # --eval-every: train.py's evaluate(run, stage, step), set by train.train (run.py cannot import train.py)
-        self.evaluator = None
 
     def close(self) -> None:
         """At the run's end: the logs and trackers closed, --reward's workers stopped."""
@@ -432,7 +441,7 @@ class Run:
         return self._bf16_copy
 
     def extra_eval_rows(self) -> list[tasks.Example]:
-        """The --eval-extra questions, loaded on first use (the same rows at every evaluation)."""
+        """The --eval-extra questions, loaded when the Run is made (the same rows at every evaluation)."""
         if self._extra_rows is None:
             cfg = self.cfg
             try:
@@ -461,10 +470,12 @@ class Run:
         if d.main:
             atomic_torch_save(ckpt, self.out / "checkpoint" / "state.pt")
         d.barrier()  # no rank moves on (or exits) before the checkpoint is on disk
+        self.saved = (self.state.stage, self.state.step)
 
     def load_checkpoint(self) -> dict:
         ckpt = torch.load(self.out / "checkpoint" / "state.pt", map_location="cpu", weights_only=False)
         self.state = RunState(**ckpt["state"])
+        self.saved = (self.state.stage, self.state.step)
         # Every rank reads the checkpoint; on several machines a node-local --out may hold another one (README,
         # "Several machines"): the ranks would resume from different states.
         d, mark = self.dist, (self.state.stage, self.state.step, self.state.generations)
@@ -505,15 +516,31 @@ class Run:
         self.adapter = lora.attach(self.student.model, self.cfg, derive_seed(self.cfg.seed, "lora", stage))
         self._rewrap()
 
+    def trained_before(self) -> list[str]:
+        """The training stages before the current one: each merged an adapter into the weights this one starts
+        from. (In METHOD_STAGES every stage but eval_*, *_sample and done trains.)"""
+        stages = method_stages(self.cfg)
+        return [s for s in stages[:stages.index(self.state.stage)]
+                if not s.startswith("eval_") and not s.endswith("_sample")]
+
     def merge_adapter(self) -> None:
-        """The stage's adapter written to adapter/ (rank 0), then merged into the weights."""
+        """The stage's adapter written to adapter/ (rank 0), then merged into the weights. adapter_config.json
+        names the weights it applies to: --model, or when an earlier stage trained (sdzero's Phase 2 on the SRT
+        model) those weights, saved in adapter/base/ since no name loads them."""
         if self.adapter is None:
             return
         if self.dist.main:
-            tmp = self.out / "adapter.tmp"
+            tmp, final = self.out / "adapter.tmp", self.out / "adapter"
             shutil.rmtree(tmp, ignore_errors=True)
-            lora.save(self.adapter, tmp)
-            atomic_replace_dir(tmp, self.out / "adapter")
+            earlier = self.trained_before()
+            if earlier:
+                lora.save_base(self.adapter, tmp / lora.BASE, self.tok)
+                base = str(final.resolve() / lora.BASE)  # where atomic_replace_dir puts it
+            else:
+                path = sdzero.resolve_model_path(self.cfg.model)  # an embedded alias: its converted folder
+                base = str(Path(path).resolve()) if Path(path).is_dir() else path
+            lora.save(self.adapter, tmp, base, lora.adapter_card(self.cfg, self.state.stage, earlier, base, final))
+            atomic_replace_dir(tmp, final)
         merged = lora.merge(self.adapter)
         assert merged is self.student.model  # peft adapts and unloads the one model in place
         self.adapter = None
@@ -530,7 +557,9 @@ class Run:
         """self.teacher: a frozen copy of the student as it is now (Phase 2's teacher, GRPO's reference). Under
         FSDP2 the copy is built from the config, sharded like the student, and filled from the student's
         shards (no gathering of the student's weights). Under LoRA a frozen teacher is no copy: the student
-        with its adapter switched off, which is the weights the stage started from, exactly."""
+        with its adapter switched off, which is the weights the stage started from, exactly; a sync or EMA
+        teacher is a plain model of the adapted weights W + (alpha / r) B A (lora.merged_copy), which
+        copy_weights moves toward the student's adapted weights."""
         model = self.student.model
         if self.adapter is not None and parse_teacher(self.cfg.teacher)[0] == "frozen":
             base = parallel.wrap(model, self.dist, train=False, autocast=self.autocast)
@@ -545,6 +574,8 @@ class Run:
             from transformers import AutoModelForCausalLM  # heavy; sdzero.load_model has loaded it already
             with torch.device(self.device):
                 teacher = AutoModelForCausalLM.from_config(model.config, dtype=dtype)
+        elif self.adapter is not None:
+            teacher = lora.merged_copy(self.adapter).to(dtype)
         else:
             teacher = copy.deepcopy(model).to(dtype)
         policy = parallel.wrap(teacher, self.dist, train=False, autocast=self.autocast)
@@ -556,11 +587,18 @@ class Run:
 
     @torch.no_grad()
     def copy_weights(self, weight: float) -> None:
-        """teacher <- teacher + weight (student - teacher), parameter by parameter (shard by shard under FSDP2)."""
+        """teacher <- teacher + weight (student - teacher), parameter by parameter (shard by shard under FSDP2).
+        Under LoRA the student's weights are its adapted ones, W + (alpha / r) B A: an EMA averages the models
+        the student was, not its factors A and B apart."""
         if self.dist.strategy == "fsdp":
             parallel.reshard(self.student.policy)
             parallel.reshard(self.teacher.policy)
-        for p_t, p_s in zip(self.teacher.model.parameters(), self.student.model.parameters()):
+        if self.adapter is not None:  # the teacher is a plain model (make_teacher): matched by name
+            teacher = dict(self.teacher.model.named_parameters())
+            pairs = ((teacher[name], w) for name, w in lora.adapted_weights(self.adapter))
+        else:
+            pairs = zip(self.teacher.model.parameters(), self.student.model.parameters())
+        for p_t, p_s in pairs:
             p_t.copy_(p_s) if weight == 1.0 else p_t.lerp_(p_s.detach().to(p_t.dtype), weight)
 
 

@@ -7,10 +7,10 @@ other project module, so every other one can import it. The paper's datasets, lo
 (the N1 / N2 / held-out splits train.py runs on) live in the data/ package, which imports this one.
 
 For `--task math` the answer is the gold final answer as a string (`verify.check_math(response, ex.answer)`);
-for `--task code` it is a code task dict in the schema of design.md (`verify.check_code(response,
-ex.answer)`), and the question already ends with the instruction its kind needs (one function, or a program
-on standard input/output); `prompt_messages` adds only the few-shot turns for code, and the math
-instruction for math.
+for `--task code` it is a code task dict in the schema of verifiers/sandbox.py ("Task schema";
+`verify.check_code(response, ex.answer)`), and the question already ends with the instruction its kind needs
+(one function, or a program on standard input/output); `prompt_messages` adds only the few-shot turns for
+code, and the math instruction for math.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
     python train.py --task math --preset smoke  # a micro random-shaped model, seconds (what tests drive)
     python train.py --task code                 # the code demo: embedded function-writing problems + HumanEval
 
-The algorithm, step by step (sdzero-spec.md), and where each step lives:
+The algorithm, step by step, and where each step lives (by equation: the README, "The paper, equation by equation"):
   0. Data: question/answer pairs (x, a) split into disjoint N1, N2 and held-out sets ........ data.load_task
      Reward r(y, a) in {0, 1}: the final answer (math) or the program's tests (code) ....... verify.rewards
   1. Phase 1, self-revision training (SRT) ........................................ phase1_sample, phase1_train
@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 
@@ -68,7 +69,7 @@ import tasks
 import teacher_context
 from run import (EpochCursor, Run, derive_seed, final_stage, fmt, loggable, mean, method_stages, optimizer_step,
                  parse_teacher, peak_memory_mib, train_loop, verdict_fields)
-from run_folder import git_commit, prepare_out, print_table, save_model, write_results
+from run_folder import RunFolder, git_commit, prepare_out, print_table, save_model, write_results
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -113,9 +114,9 @@ def evaluate_rows(run: Run, name: str, rows: list, max_new_tokens: int, label: s
         result["dataset"] = label
     elif cfg.eval_revise:
         result["revise"] = evaluate_reviser(run, name, rows, rollouts, correct, max_new_tokens)
-    at = {} if step is None else {"step": step, "generations": run.state.generations}  # a curve's x values
+    at = {**({} if step is None else {"step": step}), "generations": run.state.generations}  # a curve's x values
     run.log.step({"phase": "eval", "stage": name, **at, **result},
-                 f"[eval {name}{' ' + label if label else ''}{f' step {step}' if at else ''}] avg@{k} {result['avg@k']:.3f}  "
+                 f"[eval {name}{' ' + label if label else ''}{f' step {step}' if step else ''}] avg@{k} {result['avg@k']:.3f}  "
                  f"pass@{k} {result['pass@k']:.3f}  len {result['response_len']:.1f}  ({result['seconds']:.0f}s)")
     for i in range(min(cfg.log_samples, len(rollouts))):
         run.log.sample({"phase": "eval", "stage": name, **at, **({"dataset": label} if label else {}),
@@ -550,17 +551,24 @@ SAMPLING_STAGES = {"p1_sample": phase1_sample, "rft_sample": baselines.rft_sampl
 def main(argv=None) -> dict:
     t_start = time.time()
     commit = git_commit()  # at start: the code that runs, even if the tree changes during the run
+    argv = sys.argv[1:] if argv is None else list(argv)
     cfg = config.parse_args(argv)
-    d = parallel.init(cfg.parallel, sdzero.pick_device())
-    try:
-        return train(cfg, d, t_start, commit)
-    finally:
-        parallel.shutdown(d)
+    folder = RunFolder(cfg, argv)  # --out through the run: its lock, the commands a refusal or a stop names
+    with folder.stops_cleanly():  # Ctrl-C, SIGTERM: one line (what is saved, the command that continues)
+        d = parallel.init(cfg.parallel, sdzero.pick_device())
+        try:
+            return train(cfg, d, t_start, commit, folder)
+        finally:
+            folder.release()
+            parallel.shutdown(d)
 
 
-def train(cfg: config.Config, d: parallel.Dist, t_start: float, commit: str | None) -> dict:
-    prepare_out(cfg, d)
-    run = Run(cfg, d)
+def train(cfg: config.Config, d: parallel.Dist, t_start: float, commit: str | None, folder: RunFolder) -> dict:
+    prepare_out(cfg, d, folder.argv)  # checked, nothing written: a bad model or dataset leaves no folder behind
+    run = Run(cfg, d)  # the data (every set, its fields too) and the model
+    folder.claim(d, run)  # the lock, a failed start taken over (or --overwrite-output-dir), run_config.json
+    run.open_log()
+    keeps_weights = cfg.method != "base"  # an evaluation of --model: no copy of it, nothing to resume
     run.evaluator = lambda stage, step: evaluate(run, stage, step)  # --eval-every, inside the training loop
     resume_ckpt = run.load_checkpoint() if cfg.resume else None
     if cfg.resume and d.main:
@@ -581,13 +589,17 @@ def train(cfg: config.Config, d: parallel.Dist, t_start: float, commit: str | No
         if stage not in TRAINING_STAGES:  # the training loops time their own steps
             run.timed(stage, time.time() - t0)
         run.state.stage, run.state.step = order[order.index(stage) + 1], 0
-        run.save_checkpoint()
+        if keeps_weights:
+            run.save_checkpoint()
     results = write_results(run, t_start, commit) if d.main else None
-    save_model(run, model_card.model_card(dataclasses.asdict(cfg), results) if d.main else None)
+    if keeps_weights:
+        save_model(run, model_card.model_card(dataclasses.asdict(cfg), results) if d.main else None)
+    folder.finish(d)  # --no-keep-checkpoint: the checkpoint goes
     run.close()
     if not d.main:
         return {}
     print_table(results)
+    print(folder.last_line())
     return results
 
 

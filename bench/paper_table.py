@@ -9,7 +9,7 @@ math task with the demo model, several seeds, every trained method at the same g
 Each run is `train.py --task math --method M --seed S --budget B` in <runs>/<M>-s<S>; finished runs are reused
 (only when their command was the same) and interrupted ones resumed. Writes results/table.json, table.md and
 table.png (held-out accuracy against training generations) and prints one JSON line.
-The paper's numbers (Qwen3-4B-Instruct-2507, 8-benchmark average, sdzero-spec.md) are printed beside ours:
+The paper's numbers (Qwen3-4B-Instruct-2507, 8-benchmark average, as the README quotes them) are printed beside ours:
 they are a different model and benchmark, so compare orderings and gains, not levels (OPSD and SDPO are not
 in the SD-Zero paper). --keep-rows keeps an earlier table's rows of the methods not run now, with their
 commits, so a table can grow by a method without rerunning the others.

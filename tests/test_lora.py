@@ -1,6 +1,8 @@
 """LoRA (--lora-rank; lora.py): the frozen teacher is the merged SRT model exactly with no copy, every stage
-trains only its adapter and merges it, model/ and adapter/ load with transformers and peft, resume is bit
-exact and torchrun DDP trains what one process trains. The micro model, the smoke preset."""
+trains only its adapter and merges it, model/ and adapter/ load with transformers and peft (adapter/ on the
+weights its config names, base/ for sdzero's Phase 2, with our card), an EMA teacher averages the adapted
+weights, resume is bit exact and torchrun DDP trains what one process trains. The micro model, the smoke
+preset."""
 import copy
 import json
 
@@ -11,6 +13,7 @@ from safetensors.torch import load_file
 import config
 import run as run_py
 import train
+from test_model_card import card_parts
 from test_parallel import assert_same_training
 from test_parallel import run as run_train
 from test_train import kill_mid_phase, run_cli, untimed
@@ -89,6 +92,82 @@ def test_model_and_adapter_folders_load_with_transformers_and_peft(tmp_path):
     assert set(a) == set(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
     assert any(not torch.equal(a[k], AutoModelForCausalLM.from_pretrained(config.PRESETS["smoke"]["model"])
                                .state_dict()[k]) for k in a)  # it trained
+
+
+@pytest.mark.parametrize("method, flags", [("sdzero", ["--n1", "8", "--p2-steps", "1"]), ("opsd", ["--budget", "8"])])
+def test_adapter_applies_to_the_weights_its_config_names_and_has_our_card(tmp_path, monkeypatch, method, flags):
+    """peft's PeftModel.from_pretrained on the weights adapter_config.json names, merged, is model/. sdzero's
+    Phase 2 adapter trained on the SRT model, which no name loads: it is saved in adapter/base/ (the weights
+    when Phase 1's adapter merged, exactly) and named there; one-stage OPSD's names --model. adapter/README.md
+    is our card, not peft's empty template."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+    merged_at = {}
+    merge = run_py.Run.merge_adapter
+
+    def spy_merge(self):
+        merge(self)
+        merged_at[self.state.stage] = copy.deepcopy(self.student.model.state_dict())
+    monkeypatch.setattr(run_py.Run, "merge_adapter", spy_merge)
+    out = tmp_path / "run"
+    train.main(["--preset", "smoke", "--method", method, *LORA, "--out", str(out), "--n-eval", "4", *flags])
+    base = json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model = config.PRESETS["smoke"]["model"]
+    assert base == (str(out / "adapter" / "base") if method == "sdzero" else model)
+    if method == "sdzero":  # the SRT model, saved as it was when Phase 1's adapter merged
+        saved = load_file(out / "adapter" / "base" / "model.safetensors")
+        assert saved and all(torch.equal(saved[k], merged_at["p1_train"][k]) for k in saved)
+    rebuilt = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out / "adapter").merge_and_unload()
+    a, b = rebuilt.state_dict(), AutoModelForCausalLM.from_pretrained(out / "model").state_dict()
+    assert set(a) == set(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    meta, body = card_parts((out / "adapter" / "README.md").read_text())
+    assert meta["library_name"] == "peft" and meta["tags"] == ["lora", "sd-zero", method, "math"]
+    assert "base_model" not in meta  # a local folder is no Hub id
+    assert "More Information Needed" not in body and "Rank 4, alpha 16.0" in body
+    assert f'from_pretrained("{base}")' in body and f'PeftModel.from_pretrained(base, "{out / "adapter"}")' in body
+    assert ("`base/` in this folder (the SRT model)" in body) == (method == "sdzero")
+    # Run.trained_before's reading of the stage names: every stage but eval_*, *_sample and done trains
+    stages = {s for v in run_py.METHOD_STAGES.values() for s in v} | {"p1_train_rev"}
+    assert {s for s in stages if not s.startswith("eval_") and not s.endswith("_sample")} - {"done"} == \
+        set(train.TRAINING_STAGES)
+
+
+def adapted(model) -> dict[str, torch.Tensor]:
+    """The weights a model computes with, by plain names: W + (alpha / r) B A for a layer that holds LoRA
+    factors (computed here, not by peft), the parameter itself otherwise."""
+    params = dict(model.named_parameters())
+    out = {}
+    for name, p in params.items():
+        if "lora_" in name:
+            continue
+        if ".base_layer." in name:
+            stem = name.split(".base_layer.")[0]
+            p = p + 16 / 4 * params[f"{stem}.lora_B.default.weight"] @ params[f"{stem}.lora_A.default.weight"]
+        out[name.replace(".base_layer", "")] = p.detach().clone()
+    return out
+
+
+def test_ema_teacher_under_lora_averages_the_adapted_weights(tmp_path, monkeypatch):
+    """--teacher ema:R with --lora-rank: after each Phase 2 step the teacher's weights are teacher + R (student's
+    W + (alpha / r) B A - teacher), to float rounding, not an average of A and B apart (whose product is not that
+    average: at lr 1e-2 it misses the target by far more than rounding)."""
+    rate, seen = 0.5, []
+    real = run_py.Run.copy_weights
+
+    def spy(self, weight):
+        before, student = adapted(self.teacher.model), adapted(self.student.model)
+        real(self, weight)
+        seen.append((weight, before, student, adapted(self.teacher.model)))
+    monkeypatch.setattr(run_py.Run, "copy_weights", spy)
+    out = tmp_path / "run"
+    train.main(["--preset", "smoke", "--method", "p2only", *LORA, "--teacher", f"ema:{rate}", "--p2-lr", "1e-2",
+                "--p2-steps", "2", "--n-eval", "4", "--out", str(out)])
+    assert [w for w, *_ in seen] == [rate] * 2
+    for _, before, student, after in seen:
+        assert before.keys() == student.keys() == after.keys()
+        moved = max((student[k] - before[k]).abs().max().item() for k in before)
+        err = max((after[k] - (before[k] + rate * (student[k] - before[k]))).abs().max().item() for k in before)
+        assert err < 1e-6 < moved, (err, moved)
 
 
 def test_lora_flags_are_checked():

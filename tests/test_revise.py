@@ -1,4 +1,4 @@
-"""Token-exact reviser contexts, teacher inputs (design.md contract) and SRT masks (Eq. 1-2)."""
+"""Token-exact reviser contexts, teacher inputs (the layout revise.teacher_input_ids documents), SRT masks (Eq. 1-2)."""
 import pytest
 
 import revise

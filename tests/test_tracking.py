@@ -12,7 +12,7 @@ import tracking
 
 ROWS = [
     {"phase": "data", "eval": 4, "n1": 8, "n2": 2, "skipped": {"bad_answer": 1}, "sources": {"n1": "x"}},
-    {"phase": "eval", "stage": "eval_base", "avg@k": 0.25, "pass@k": 0.5, "k": 1, "dataset": "math",
+    {"phase": "eval", "stage": "eval_base", "avg@k": 0.25, "pass@k": 0.5, "k": 1,
      "revise": {"n_r0": 3, "r0_corrected": 1 / 3, "r1_kept": None}},
     {"phase": "p1", "step": 1, "epoch": 0, "loss": 2.5, "lr": 1e-3, "ok": True, "bad": float("nan")},
     {"phase": "p1", "step": 2, "epoch": 0, "loss": 2.25, "lr": 5e-4},
@@ -36,6 +36,26 @@ def by_tag(points):
     for tag, step, value in points:
         out.setdefault(tag, []).append((step, value))
     return out
+
+
+def written(rows, tmp_path):
+    """(tag, x, value) of every point Trackers writes for rows: each row's own tags at its step, and a held-out
+    evaluation's point on the one accuracy curve at its generations."""
+    t = tracking.Trackers((), "p", tmp_path, "x", {}, resume=False)
+    out = []
+    for r in rows:
+        _, step, values = t._point(r)
+        out += [(tag, step, v) for tag, v in values.items()]
+        if (curve := t._curve(r)) is not None:
+            out += [(tag, curve[0], v) for tag, v in curve[1].items()]
+    return out
+
+
+def curve_of(rows):
+    """What the accuracy curve must hold: (generations, avg@k) of every held-out evaluation in metrics.jsonl but
+    the --eval-every points inside SRT and RFT fine-tuning (no generations are drawn there)."""
+    return [(r["generations"], r["avg@k"]) for r in rows if r["phase"] == "eval" and "dataset" not in r
+            and not ("step" in r and r["stage"] in ("p1", "p1_rev", "rft"))]
 
 
 # ------------------------------------------------------------------------------------------- parse_report_to
@@ -119,6 +139,75 @@ def test_tensorboard_resume_rewrites_from_the_kept_rows(tmp_path):
     assert_points(scalars, want)
     assert texts == ["```json\n" + json.dumps(config, indent=2) + "\n```"]
     assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+# One accuracy curve across the stages: eval/avg@k and eval/pass@k against the training generations
+CURVE_ROWS = [
+    {"phase": "eval", "stage": "eval_base", "generations": 0, "avg@k": 0.25, "pass@k": 0.5, "k": 2},
+    {"phase": "eval", "stage": "eval_base", "generations": 0, "avg@k": 0.125, "pass@k": 0.25,
+     "dataset": "humaneval"},
+    {"phase": "p1", "step": 1, "loss": 2.0},
+    {"phase": "eval", "stage": "p1", "step": 1, "generations": 64, "avg@k": 0.375, "pass@k": 0.5},
+    {"phase": "eval", "stage": "eval_srt", "generations": 64, "avg@k": 0.5, "pass@k": 0.75},
+    {"phase": "p2", "step": 1, "loss": 0.5},
+    {"phase": "eval", "stage": "p2", "step": 1, "generations": 68, "avg@k": 0.625, "pass@k": 0.75},
+    {"phase": "eval", "stage": "eval_final", "generations": 72, "avg@k": 0.75, "pass@k": float("nan")},
+]
+# the --eval-extra row (dataset) and the point inside SRT are off the curve, the NaN is dropped
+CURVE = {"eval/avg@k": [(0, 0.25), (64, 0.5), (68, 0.625), (72, 0.75)], "eval/pass@k": [(0, 0.5), (64, 0.75), (68, 0.75)]}
+
+
+def test_one_accuracy_curve_in_tensorboard(tmp_path):
+    t = tracking.Trackers(("tensorboard",), "sdzero", tmp_path, "run", {}, resume=False)
+    for row in CURVE_ROWS:
+        t.log(row)
+    t.close()
+    scalars, _ = read_tb(tmp_path / "tensorboard")
+    assert_points(scalars, written(CURVE_ROWS, tmp_path))
+    assert {tag: scalars[tag] for tag in CURVE} == CURVE
+    assert scalars["eval/p1/avg@k"] == [(1, 0.375)]  # the point inside SRT keeps its own tag, at its step
+    # --eval-extra's set (HumanEval in the code demo) has tags of its own, not a second point of the held-out set's
+    assert scalars["eval/eval_base/avg@k"] == [(0, 0.25)] and scalars["eval/eval_base/extra/avg@k"] == [(0, 0.125)]
+
+
+def test_one_accuracy_curve_is_rewritten_on_resume(tmp_path):
+    """Killed after Phase 2's evaluation, checkpoint before it: the resumed run evaluates again with other numbers;
+    the curve then holds each number of generations once, with the resumed run's value."""
+    t = tracking.Trackers(("tensorboard",), "sdzero", tmp_path, "run", {}, resume=False)
+    for row in CURVE_ROWS[:7]:
+        t.log(row)  # killed here: no close
+    t = tracking.Trackers(("tensorboard",), "sdzero", tmp_path, "run", {}, resume=True)
+    t.rewind(CURVE_ROWS[:5])
+    again = [CURVE_ROWS[5], {**CURVE_ROWS[6], "avg@k": 0.875}, CURVE_ROWS[7]]
+    for row in again:
+        t.log(row)
+    t.close()
+    scalars, _ = read_tb(tmp_path / "tensorboard")
+    assert_points(scalars, written(CURVE_ROWS[:5] + again, tmp_path))
+    assert scalars["eval/avg@k"] == [(0, 0.25), (64, 0.5), (68, 0.875), (72, 0.75)]
+
+
+def test_one_accuracy_curve_in_wandb_and_trackio(tmp_path, monkeypatch):
+    """wandb: the curve's tags on the x axis eval/generations, sent with the evaluation's own row; Trackio: at
+    step = generations."""
+    wandb, trackio = [], []
+    monkeypatch.setitem(sys.modules, "wandb", fake_wandb(wandb))
+    monkeypatch.setitem(sys.modules, "trackio", fake_trackio(trackio))
+    t = tracking.Trackers(("wandb", "trackio"), "sdzero", tmp_path, "run", {}, resume=False)
+    for row in CURVE_ROWS:
+        t.log(row)
+    t.close()
+    defined = [c[1:] for c in wandb if c[0] == "define_metric"]
+    assert [d for d in defined if not d[0].endswith(("/step", "/*"))] == [
+        ("eval/generations", {}), ("eval/avg@k", {"step_metric": "eval/generations"}),
+        ("eval/pass@k", {"step_metric": "eval/generations"})]
+    logs = [c[1] for c in wandb if c[0] == "log"]
+    assert [(d["eval/generations"], d["eval/avg@k"]) for d in logs if "eval/generations" in d] == CURVE["eval/avg@k"]
+    assert logs[4] == {"eval/eval_srt/generations": 64, "eval/eval_srt/avg@k": 0.5, "eval/eval_srt/pass@k": 0.75,
+                       "eval/eval_srt/step": 0, "eval/avg@k": 0.5, "eval/pass@k": 0.75, "eval/generations": 64}
+    curve = [(step, values) for _, values, step in (c for c in trackio if c[0] == "log") if "eval/avg@k" in values]
+    assert curve == [(0, {"eval/avg@k": 0.25, "eval/pass@k": 0.5}), (64, {"eval/avg@k": 0.5, "eval/pass@k": 0.75}),
+                     (68, {"eval/avg@k": 0.625, "eval/pass@k": 0.75}), (72, {"eval/avg@k": 0.75})]
 
 
 # -------------------------------------------------------------------------------------- wandb and Trackio (fakes)
@@ -240,12 +329,54 @@ def test_a_training_run_writes_every_metrics_row_to_tensorboard(tmp_path):
     train.main(["--preset", "smoke", "--out", str(out), "--p2-steps", "3", "--n-eval", "4", "--eval-every", "1",
                 "--report-to", "tensorboard", "--threads", "1"])
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    t = tracking.Trackers((), "p", tmp_path, "x", {}, resume=False)
-    want = [(tag, step, v) for r in rows for prefix, step, values in [t._point(r)] for tag, v in values.items()]
     scalars, texts = read_tb(out / "tensorboard")
-    assert_points(scalars, want)
+    assert_points(scalars, written(rows, tmp_path))
     assert [s for s, _ in scalars["eval/p2/avg@k"]] == [1, 2]  # the curve, not after the last step
     assert json.loads(texts[0].strip("`").removeprefix("json\n")) == json.loads((out / "run_config.json").read_text())
+
+
+@pytest.mark.parametrize("method, inside", [("sdzero", 2), ("rft", 0), ("grpo", 1)])
+def test_one_accuracy_curve_across_the_stages_of_a_run(tmp_path, method, inside):
+    """--eval-every 1: eval/avg@k holds every held-out evaluation's avg@k of metrics.jsonl at its training
+    generations, x strictly increasing: base, the stage ends, and the points inside Phase 2 and GRPO (not those
+    inside SRT or RFT fine-tuning, which draw no generations: they keep eval/p1, eval/rft)."""
+    import train
+
+    out = tmp_path / "run"
+    train.main(["--preset", "smoke", "--out", str(out), "--method", method, "--p2-steps", "3", "--grpo-steps", "2",
+                "--n-eval", "4", "--eval-every", "1", "--report-to", "tensorboard", "--threads", "1"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    scalars, _ = read_tb(out / "tensorboard")
+    want, ends = curve_of(rows), {"sdzero": 3, "rft": 2, "grpo": 2}[method]
+    assert len(want) == ends + inside
+    assert [x for x, _ in scalars["eval/avg@k"]] == [x for x, _ in want]
+    assert [v for _, v in scalars["eval/avg@k"]] == pytest.approx([v for _, v in want], rel=1e-6)
+    assert all(b[0] > a[0] for a, b in zip(want, want[1:]))  # x strictly increasing: one point per x
+    assert want[0][0] == 0 and want[-1][0] == json.loads((out / "results.json").read_text())["generations"]
+    assert len(scalars["eval/pass@k"]) == len(want)
+    inner = [r for r in rows if r["phase"] == "eval" and "step" in r and r["stage"] in ("p1", "rft")]
+    assert [s for s, _ in scalars.get("eval/p1/avg@k", []) + scalars.get("eval/rft/avg@k", [])] == \
+        [r["step"] for r in inner] and (inner or method == "grpo")
+
+
+@pytest.mark.slow
+def test_the_accuracy_curve_after_kill_and_resume(tmp_path):
+    """kill -9 in Phase 2, then --resume: the event files hold what metrics.jsonl holds, each point once, the
+    accuracy curve included (rewritten from the rows the checkpoint kept, then the resumed run's)."""
+    from test_train import kill_mid_phase, run_cli
+    out = tmp_path / "run"
+    args = ["--preset", "smoke", "--out", str(out), "--p2-steps", "6", "--n-eval", "4", "--eval-every", "1",
+            "--report-to", "tensorboard", "--threads", "1"]
+    kill_mid_phase(args, out, "p2", 3)
+    resumed = run_cli([*args, "--resume"], timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stderr + resumed.stdout
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    scalars, _ = read_tb(out / "tensorboard")
+    assert_points(scalars, written(rows, tmp_path))
+    want = curve_of(rows)
+    assert len(want) == 3 + 5 and [x for x, _ in scalars["eval/avg@k"]] == [x for x, _ in want]
+    assert all(b[0] > a[0] for a, b in zip(want, want[1:]))
 
 
 def test_a_missing_backend_stops_the_run_before_the_model_loads(tmp_path, monkeypatch):
@@ -273,8 +404,7 @@ def test_the_real_wandb_and_trackio_packages(tmp_path):
                     "--report-to", "wandb,trackio", "--threads", "1"], env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    t = tracking.Trackers((), "p", tmp_path, "x", {}, resume=False)
-    want = sorted((step, tag, v) for r in rows for _, step, values in [t._point(r)] for tag, v in values.items())
+    want = sorted((step, tag, v) for tag, step, v in written(rows, tmp_path))
     code = ("import json, sys; from trackio.sqlite_storage import SQLiteStorage as S; "
             "print(json.dumps(S.get_logs('sdzero', run='run')))")
     logs = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

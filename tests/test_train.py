@@ -169,7 +169,7 @@ def saved_run(out: Path, *flags) -> Path:
 def test_out_folder_with_another_run_is_refused(tmp_path):
     out = saved_run(tmp_path / "run")
     message = main_error(["--preset", "smoke", "--out", str(out)])
-    assert "--out" in message and "--resume" in message
+    assert "--out" in message and "--overwrite-output-dir" in message  # a finished run: nothing to --resume
     assert (out / "results.json").read_text() == '{"final_accuracy": 0.5}'  # nothing already written is lost
 
 
@@ -547,10 +547,8 @@ def test_eval_extra_offline_names_its_flag(tmp_path, monkeypatch):
     pytest.importorskip("datasets")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    (tmp_path / "x").mkdir()
-    run = run_py.Run(config.parse_args(["--preset", "smoke", "--eval-extra", "gsm8k", "--out", str(tmp_path / "x")]))
-    with pytest.raises(SystemExit, match="--eval-extra gsm8k: cannot load"):
-        run.extra_eval_rows()
+    with pytest.raises(SystemExit, match="--eval-extra gsm8k: cannot load"):  # when the Run is made, not later
+        run_py.Run(config.parse_args(["--preset", "smoke", "--eval-extra", "gsm8k", "--out", str(tmp_path / "x")]))
 
 
 def test_sdzero_runs_both_phases_in_process(tmp_path):
