@@ -94,7 +94,12 @@ class Config:
     baseline_top_k: int = knob(0, "RFT and GRPO top-k (0 = off)")
     eval_top_p: float = knob(1.0, "held-out sampling top-p")
     eval_top_k: int = knob(0, "held-out top-k (0 = off)")
-    gen_batch_size: int = knob(64, "prompts per generation batch (memory bound)")
+    gen_batch_size: int = knob(64, "prompts per generation batch (memory bound); under vllm, rows decoded at once")
+    rollout_engine: str = knob("own", "what samples every rollout: own (sdzero.generate) | vllm (one vllm.LLM per "
+                               "process beside training, the student's weights synced in after each update; an "
+                               "optional install, README: vLLM rollouts)")
+    vllm_gpu_memory: float = knob(0.3, "vllm on a GPU: its share of GPU memory (gpu_memory_utilization)")
+    vllm_sleep: bool = knob(False, "vllm on a GPU: sleep between rollouts, weights and KV cache released")
     num_init: int = knob(1, "y_init sampled per Phase 1 question (paper: 1; authors' run_srt_data.sh: 3)")
     num_revisions: int = knob(3, "revisions sampled per y_init in Phase 1 (paper: 3)")
     revise_correct: bool = knob(True, "also revise correct y_init with the r=1 phrase (paper: yes; authors' code: no)")
@@ -211,7 +216,8 @@ PRESETS = {
                   fewshot=False, parallel="fsdp", grad_checkpoint=True, p2_micro_batch=1,
                   n1=10000, n2=9000, n_eval=500, max_new_tokens=16384, temperature=0.7, srt_lr=5e-6,
                   srt_epochs=2, srt_batch_size=64, p2_lr=5e-6, p2_steps=400, p2_batch_size=128, p2_warmup=20,
-                  teacher_max_len=40960, gen_batch_size=256, eval_samples=8, eval_temperature=0.7, save_every=50),
+                  teacher_max_len=40960, gen_batch_size=256, eval_samples=8, eval_temperature=0.7, save_every=50,
+                  vllm_gpu_memory=0.5, vllm_sleep=True),  # under --rollout-engine vllm: README, vLLM rollouts
 }
 # The authors' recipe (princeton-pli/Self-Distillation-Zero) at the paper's scale, where it differs from the
 # paper: Phase 1 from run_srt_data.sh, self_critique_pipeline.py, prepare_data.py and sft.sh (4 GPUs x 1 row);
@@ -250,13 +256,14 @@ DEFAULTS = dataclasses.asdict(Config())
 # Settings a resumed run may change: how it runs and what it keeps, not what it computes; and --out, since a run
 # folder may move.
 RESUME_MAY_CHANGE = ("resume", "out", "threads", "parallel", "report_to", "project", "keep_checkpoint",
-                     "overwrite_output_dir")
+                     "overwrite_output_dir", "vllm_gpu_memory", "vllm_sleep")
 BETA_DIVERGENCES = ("mixed", "jsd")  # the divergences --beta weighs (distill.py)
 LIST_FLAGS = "python train.py --help lists them"
 # --help's groups in order, each with its flags; a setting named in none (a newer knob) is listed in the first.
 HELP_GROUPS = {
     "run and scale": "preset method model budget out seed resume max_new_tokens temperature gen_batch_size grad_clip "
-                     "save_every log_samples precision grad_checkpoint parallel threads report_to project",
+                     "save_every log_samples precision grad_checkpoint parallel threads report_to project "
+                     "rollout_engine vllm_gpu_memory vllm_sleep",
     "data": "task dataset eval_dataset question_field answer_field n1 n2 n_eval data_seed math_max_operand math_ops "
             "reward reward_timeout fewshot enable_thinking",
     "Phase 1: self-revision training (SRT)": "num_init num_revisions revise_correct phrase_style p1_top_p p1_top_k "
@@ -584,7 +591,7 @@ CHOICES = {
     "parallel": parallel.STRATEGIES, "grpo_norm": baselines.NORMS, "srt_loss": ("both", "gen", "rev"),
     "divergence": distill.DIVERGENCES, "support": distill.SUPPORTS, "phrase_style": tuple(revise.CONTROL_PHRASES),
     "srt_variant": ("joint", "two-stage"), "teacher_context": teacher_context.TEACHER_CONTEXTS,
-}
+    "rollout_engine": ("own", "vllm")}
 # Counts that must be at least 1.
 POSITIVE = ("rft_samples", "grpo_group", "grpo_batch", "grpo_steps", "grpo_minibatches", "grpo_max_rounds", "n1",
             "n2", "n_eval", "max_new_tokens", "gen_batch_size", "srt_batch_size", "p2_batch_size", "loss_chunk",
@@ -659,6 +666,8 @@ def check_config(cfg: Config) -> None:
         bad("--topk", "must be 0 (full vocabulary) or positive")
     if not 0 <= cfg.beta <= 1:
         bad("--beta", "must lie in [0, 1]")
+    if not 0 < cfg.vllm_gpu_memory <= 1:
+        bad("--vllm-gpu-memory", f"{cfg.vllm_gpu_memory} is not a share of GPU memory in (0, 1]")
     if not 0 <= cfg.srt_warmup <= 1:  # a share, as the paper gives it; the other warmups count steps
         bad("--srt-warmup", f"{cfg.srt_warmup} is not a share of Phase 1's optimizer steps in [0, 1] (0.05: the "
             "first 5%); --p2-warmup and --grpo-warmup count steps")

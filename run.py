@@ -39,6 +39,7 @@ import tasks
 import teacher_context
 import tracking
 import verify
+import vllm_engine
 from atomic import atomic_replace_dir, atomic_torch_save
 from verifiers import plugin
 
@@ -290,6 +291,8 @@ class Run:
         problem = verify.probe("code") if cfg.task == "code" and self.reward is None else None
         if problem:
             raise SystemExit(problem)
+        if cfg.rollout_engine == "vllm":  # installed and importable, or one line naming the install
+            vllm_engine.import_vllm()
         if cfg.teacher_context == "answer":
             teacher_context.check_references(cfg.task, self.data["n2"], cfg.dataset)
         if cfg.enable_thinking and self.dist.main:
@@ -310,6 +313,13 @@ class Run:
         if cfg.grad_checkpoint:
             sdzero.enable_activation_checkpointing(model)
         self.student = parallel.Weights(model, parallel.wrap(model, self.dist, autocast=self.autocast))
+        # --rollout-engine vllm: built at the first rollout; its context holds the longest teacher input + answer
+        longest = cfg.teacher_max_len + max(cfg.max_new_tokens, cfg.eval_extra_tokens)
+        self.engine = vllm_engine.Engine(
+            sdzero.resolve_model_path(cfg.model), dtype=self.autocast or torch.float32, device=self.device,
+            seed=cfg.seed, rows=cfg.gen_batch_size, row_tokens=2 * cfg.max_new_tokens + 512, config=model.config,
+            max_model_len=min(model.config.max_position_embeddings, longest), gpu_memory=cfg.vllm_gpu_memory,
+            sleep=cfg.vllm_sleep, distributed=self.dist.world > 1) if cfg.rollout_engine == "vllm" else None
         self.teacher: parallel.Weights | None = None
         self.adapter = None  # --lora-rank: the PeftModel of the adapter the current stage trains (lora.py)
         self._bf16_copy = None  # the bf16 copy of the student that rollouts read (sampling_model)
@@ -342,6 +352,8 @@ class Run:
         self.log.close()
         if self.reward is not None:
             self.reward.close()
+        if self.engine is not None:
+            self.engine.close()
 
     def training_pool(self) -> list[tasks.Example]:
         """The questions a method that is not split into two phases draws from: N1 then N2."""
@@ -383,15 +395,23 @@ class Run:
         stop_ids = sorted(set(self.end_ids) | self.p1_stop_ids) if p1_stops else self.end_ids
         stop_strings = self.p1_stop_strings if p1_stops else None
         mine = parallel.my_rows(d, len(prompts))
-        with parallel.rollout_mode(self.student.policy, d), parallel.amp(self.autocast, self.device.type), \
-                tqdm(total=len(mine), desc=desc, leave=False, disable=not d.main) as bar:
-            ys = sdzero.generate(self.sampling_model(), self.tok, [prompts[i] for i in mine],
-                                 max_new_tokens=max_new_tokens, temperature=temperature, seeds=[seeds[i] for i in mine],
-                                 top_p=getattr(cfg, f"{stage}_top_p"), top_k=getattr(cfg, f"{stage}_top_k"),
-                                 stop_ids=stop_ids, stop_strings=stop_strings, batch_size=cfg.gen_batch_size,
-                                 progress=bar,
-                                 # FSDP2's hooks stay on the gathered layers: sample without CUDA graphs there
-                                 compile=False if d.strategy == "fsdp" else None)
+        if self.engine is not None:  # vLLM: the student's weights synced in first, if they changed
+            ys = self.engine.generate(self.tok, [prompts[i] for i in mine], [seeds[i] for i in mine],
+                                      max_new_tokens=max_new_tokens, temperature=temperature,
+                                      top_p=getattr(cfg, f"{stage}_top_p"), top_k=getattr(cfg, f"{stage}_top_k"),
+                                      stop_ids=stop_ids, stop_strings=stop_strings, model=self.student.model,
+                                      adapter=self.adapter)
+        else:
+            with parallel.rollout_mode(self.student.policy, d), parallel.amp(self.autocast, self.device.type), \
+                    tqdm(total=len(mine), desc=desc, leave=False, disable=not d.main) as bar:
+                ys = sdzero.generate(self.sampling_model(), self.tok, [prompts[i] for i in mine],
+                                     max_new_tokens=max_new_tokens, temperature=temperature,
+                                     seeds=[seeds[i] for i in mine],
+                                     top_p=getattr(cfg, f"{stage}_top_p"), top_k=getattr(cfg, f"{stage}_top_k"),
+                                     stop_ids=stop_ids, stop_strings=stop_strings, batch_size=cfg.gen_batch_size,
+                                     progress=bar,
+                                     # FSDP2's hooks stay on the gathered layers: sample without CUDA graphs there
+                                     compile=False if d.strategy == "fsdp" else None)
         if p1_stops:  # the stop is cut and the end of turn put in its place
             ys = [sdzero.end_at_stop(self.tok, y, self.p1_stop_ids, stop_strings or [], self.eot_id) for y in ys]
         vs = self.verdicts([y.text for y in ys], [examples[i] for i in mine])

