@@ -28,7 +28,7 @@ import sdzero
 import teacher_context
 import tracking
 from run import METHOD_STAGES, parse_betas, parse_teacher
-from run_folder import OLD_RUN_CONFIG, RUN_CONFIG
+from run_folder import OLD_RUN_CONFIG, RUN_CONFIG, launcher
 
 REPO = Path(__file__).resolve().parent
 
@@ -506,8 +506,8 @@ def resume_base(explicit: dict, where: dict) -> tuple[dict, dict] | None:
         changes = ", ".join(f"{where[n]} (the run's {n}: {base[n]})" for n in differ)
         flags = "".join(dict.fromkeys(" " + where[n] for n in differ if where[n].startswith("--")))
         raise SystemExit(f"--resume: {changes} would change the run in {out}, which resumes with the settings it "
-                         f"started with: python train.py --resume --out {out} (a new run with the change: python "
-                         f"train.py --config {path} --out NEW_DIR{flags})")
+                         f"started with: {' '.join(launcher())} --resume --out {out} (a new run with the change: "
+                         f"{' '.join(launcher())} --config {path} --out NEW_DIR{flags})")
     return base, dict.fromkeys(saved, f"the run in {out}")
 
 
@@ -519,7 +519,7 @@ def check_given(cfg: Config, explicit: dict, where: dict) -> None:
             and (where["beta"].startswith("--") or cfg.beta != DEFAULTS["beta"])):
         raise SystemExit(f"{where['beta']}: --divergence {cfg.divergence} does not use it (it weighs "
                          f"--divergence {' and '.join(BETA_DIVERGENCES)}). TRL's --beta, GRPO's KL coefficient, "
-                         f"is --grpo-kl here: python train.py --method grpo --grpo-kl {cfg.beta}")
+                         f"is --grpo-kl here: {' '.join(launcher())} --method grpo --grpo-kl {cfg.beta}")
 
 
 def config_text(cfg: Config, sources: dict) -> str:

@@ -52,6 +52,18 @@ def lora_config(cfg):
                       lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
 
 
+def check_targets(model: torch.nn.Module, cfg) -> None:
+    """--lora-targets against the model, when it loads (not at the first training stage): each name must end
+    some linear layer's name, or one line lists the names it has."""
+    if not cfg.lora_rank or cfg.lora_targets == "all-linear":
+        return
+    linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    missing = [t for t in cfg.lora_targets.split(",") if t and t not in linear]
+    if missing:
+        raise SystemExit(f"--lora-targets {cfg.lora_targets}: {', '.join(missing)} is no linear layer of --model "
+                         f"{cfg.model}; its linear layers: {', '.join(sorted(linear))} (or all-linear)")
+
+
 def attach(model: torch.nn.Module, cfg, seed: int):
     """Inject a fresh adapter into `model` (in place; only the adapter then requires gradients) and return the
     PeftModel that switches, merges and saves it. Its initial weights come from `seed`, not the global RNG."""

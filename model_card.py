@@ -149,7 +149,8 @@ Chen et al. (2021). A sample is correct by {score}.{extra}"""
 
 def reproduce_section(cfg: dict, results: dict) -> str:
     """## Reproduce: the command that runs the run again from a checkout, and the config it reads."""
-    out, commit, world = Path(cfg["out"]), results.get("commit"), results.get("world_size", 1)
+    # absolute: the card is read, and its commands run, from anywhere (the run's own --out may be relative)
+    out, commit, world = Path(cfg["out"]).absolute(), results.get("commit"), results.get("world_size", 1)
     if commit:
         where = f"at commit `{commit.removesuffix('-dirty')}` (`git checkout {commit.removesuffix('-dirty')}`)"
         if commit.endswith("-dirty"):
@@ -191,7 +192,7 @@ def model_card(cfg: dict, results: dict) -> str:
     extra = results.get("extra")
     extra_line = (f"\nOn {extra['dataset']} ({extra['n_questions']} questions): {extra['base_accuracy']:.3f} before, "
                   f"{extra['final_accuracy']:.3f} after.\n" if extra else "")
-    folder = Path(cfg["out"]) / "model"
+    folder = Path(cfg["out"]).absolute() / "model"
     adapter = f" with a LoRA adapter (rank {cfg['lora_rank']}) merged into the weights" if cfg["lora_rank"] else ""
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}

@@ -302,6 +302,7 @@ class Run:
         if cfg.eval_extra:  # now, not at the first evaluation: a bad set stops the run before anything is written
             self.extra_eval_rows()
         model, self.tok = sdzero.load_model(cfg.model, device=self.device)
+        lora.check_targets(model, cfg)
         self.end_ids = sdzero.end_of_turn_ids(self.tok, model)  # what generation stops on, stripped from y'
         # --p1-stop: the special tokens among them stop as ids, the rest as text; either is cut and replaced by
         # the end of turn (the tokenizer's eos when it ends turns).

@@ -95,6 +95,12 @@ def load_model(name_or_path: str, *, device: torch.device | None = None, dtype: 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (ValueError, KeyError) as e:  # a folder, but not one transformers loads as a model and tokenizer
+        if not local:
+            raise SystemExit(f"--model {name_or_path}: cannot load it ({type(e).__name__}: {e})") from None
+        raise SystemExit(f"--model {name_or_path}: this folder holds no model and tokenizer transformers loads "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); a run's trained model is in its "
+                         f"model/ folder") from None
     except OSError as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
         hint = (" HF_HUB_OFFLINE=1 is set and it is not in the local cache." if offline else

@@ -207,8 +207,9 @@ def phase1_sample(run: Run) -> None:
         raise SystemExit(
             f"Phase 1 kept no revisions: none of the {len(y_rev)} revisions of {len(rows) // k} questions verified "
             f"correct (y_init accuracy {stats['y_init_accuracy']:.3f}). SD-Zero never trains on nothing: use an "
-            "easier task (--math-max-operand, another --dataset), more questions (--n1), more --num-revisions or a "
-            "stronger --model.")
+            f"easier task ({'--math-max-operand, ' if cfg.task == 'math' else ''}another --dataset), more questions "
+            "(--n1), more --num-revisions or a stronger --model; settings that change the run start over with "
+            f"--overwrite-output-dir (or another --out).")
     run.state.srt_data, run.state.p1_stats = kept, stats
 
 

@@ -231,3 +231,15 @@ def test_every_method_trains_with_lora(tmp_path, flags):
     assert weights and not any("lora" in k for k in weights)  # merged
     ckpt = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
     assert ckpt["lora"] is False and not any("lora" in k for k in ckpt["model"])  # between stages: merged
+
+
+def test_unknown_lora_targets_stop_before_anything_is_written(tmp_path, capsys):
+    """A target the model lacks is found when the model loads, not after the base evaluation and Phase 1's
+    sampling (a folder with a checkpoint that no rerun fixes): one line listing the model's linear layers."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        train.main(["--preset", "smoke", "--lora-rank", "4", "--lora-targets", "foo_proj,q_proj", "--out", str(out)])
+    msg = str(e.value)
+    assert msg.startswith("--lora-targets foo_proj,q_proj: foo_proj is no linear layer") and "\n" not in msg
+    assert "q_proj" in msg.split("its linear layers:")[1] and "all-linear" in msg
+    assert not out.exists()

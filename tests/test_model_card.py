@@ -1,6 +1,7 @@
 """model/README.md: the Hugging Face model card every saved model gets, its front matter read back by yaml; the
 prompt and decoding it states are the run's; its reproduce command, run as written from a copy of the checkout,
 ends in the same results."""
+import dataclasses
 import json
 import os
 import shutil
@@ -145,3 +146,13 @@ def test_the_cards_reproduce_command_run_as_written_ends_in_the_same_results(tmp
     x, y = (load_file(d / "model" / "model.safetensors") for d in (out, again))
     assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
     assert untimed((out / "metrics.jsonl").read_text()) == untimed((again / "metrics.jsonl").read_text())
+
+
+def test_the_cards_commands_name_absolute_paths(tmp_path, monkeypatch):
+    """A run started with a relative --out: the card's reproduce command and its `from_pretrained` name the
+    folder absolutely, so they work from the checkout's root or anywhere else."""
+    monkeypatch.chdir(tmp_path)
+    cfg = dict(dataclasses.asdict(config.Config()), out="rel_run")
+    text = model_card.reproduce_section(cfg, {"commit": "abc1234", "eval": {}})
+    assert f"--config {tmp_path / 'rel_run' / 'model' / 'run_config.json'}" in text
+    assert f"--out {tmp_path / 'rel_run'}-reproduce" in text

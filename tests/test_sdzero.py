@@ -324,3 +324,13 @@ def test_static_falls_back_when_compiled_decoding_fails(micro, monkeypatch):
                                   compile=False)
     assert [r.response_ids for r in got] == [r.response_ids for r in want]
     assert sdzero._COMPILED["step"] is sdzero._decode_step  # later calls decode uncompiled
+
+
+def test_a_folder_that_is_no_model_is_one_line(tmp_path):
+    """A run folder, adapter/ or any other folder given as --model: one line, not transformers' traceback."""
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(SystemExit) as e:
+        sdzero.load_model(str(tmp_path), device=torch.device("cpu"))
+    msg = str(e.value)
+    assert msg.startswith(f"--model {tmp_path}: this folder holds no model") and "model/ folder" in msg
+    assert "\n" not in msg

@@ -9,6 +9,9 @@ import importlib
 import importlib.util
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,3 +193,36 @@ def test_a_killed_vllm_run_resumes_to_the_uninterrupted_weights(tmp_path):
     assert ra["final_accuracy"] == rb["final_accuracy"] and ra["generations"] == rb["generations"]
     for name in ("metrics.jsonl", "samples.jsonl"):
         assert untimed((ref / name).read_text()) == untimed((out / name).read_text()), name
+
+
+FSDP_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {repo!r})
+import parallel, sdzero, vllm_engine
+d = parallel.init("fsdp", torch.device("cpu"))
+model, _ = sdzero.load_model({micro!r}, device=torch.device("cpu"))
+full = {{n: p.detach().clone() for n, p in model.named_parameters()}}
+parallel.wrap(model, d)
+assert any(hasattr(p, "full_tensor") for p in model.parameters())  # the layers sharded (the root may be gathered)
+assert vllm_engine.fingerprint(model) is None  # every rollout syncs under FSDP2
+seen = []
+for name, t in vllm_engine.policy_weights(model):
+    assert not hasattr(t, "full_tensor") and torch.equal(t, full[name]), name
+    seen.append(name)
+assert seen == list(full), (seen, list(full))
+print("rank", d.rank, "ok", len(seen))
+parallel.shutdown(d)
+"""
+
+
+@pytest.mark.slow
+def test_fsdp2_weights_go_one_gathered_tensor_at_a_time(tmp_path, micro_model_dir):
+    """Under torchrun with FSDP2 (gloo, 2 processes) every rank gets each full weight by its checkpoint name,
+    equal to the unsharded model's, gathered one tensor at a time (no vllm needed: what the sync sends)."""
+    script = tmp_path / "fsdp_weights.py"
+    script.write_text(FSDP_SCRIPT.format(repo=str(Path(__file__).resolve().parents[1]), micro=str(micro_model_dir)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.count(" ok ") == 2
