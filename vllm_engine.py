@@ -97,8 +97,11 @@ class Engine:
                        generation_config="vllm")
         if device.type == "cuda":
             self.kw.update(gpu_memory_utilization=gpu_memory, enable_sleep_mode=sleep)
-        else:  # no CUDA graphs to capture, and an explicit KV cache size skips vLLM's CPU warm-up
-            self.kw.update(enforce_eager=True,
+        else:  # no CUDA graphs to capture, and an explicit KV cache size skips vLLM's CPU warm-up. No chunked
+            # prefill: a prompt split across steps discards a seeded row's draw by rewinding its generator, which
+            # vLLM 0.32 does only on CUDA ("CPU Generator does not use offset"); whole prompts, then.
+            self.kw.update(enforce_eager=True, enable_chunked_prefill=False,
+                           max_num_batched_tokens=max(max_model_len, 8192),
                            kv_cache_memory_bytes=kv_cache_bytes(config, dtype, rows, row_tokens, max_model_len))
         if distributed:  # torchrun's ranks: each its own engine on the process group that exists already
             self.kw.update(distributed_executor_backend="external_launcher", tensor_parallel_size=1)

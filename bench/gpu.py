@@ -11,6 +11,8 @@ Generation: 64 prompts of 64-192 random tokens, 256 new tokens each, no early st
            (the fast baseline a user would try first); its first call is timed apart
   ours     sdzero.generate_static: static KV cache, decode step compiled with CUDA graphs, sampling on the
            device; its first call (compilation) is timed apart
+  vllm     where vllm is installed: vLLM (--rollout-engine vllm's engine) on the same rows, the model saved to a
+           temporary folder, N tokens each (ignore_eos), a seed per row; its build and first call timed apart
   roofline the decode steps/s the card's measured copy bandwidth allows when every step reads the weights
            and the mean KV cache once; ours is printed as a share of it (reported, never asserted)
 Phase 2 step: 4 answers of 2,048 tokens after a 256-token prompt; the teacher reads x + y + phrase + y.
@@ -27,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +46,7 @@ import distill  # noqa: E402
 import parallel  # noqa: E402
 import sdzero  # noqa: E402
 import train  # noqa: E402
+import vllm_engine  # noqa: E402
 
 QWEN3 = dict(vocab_size=151936, head_dim=128, num_key_value_heads=8, tie_word_embeddings=True,
              max_position_embeddings=40960, rope_theta=1_000_000.0)
@@ -49,7 +54,7 @@ SHAPES = {  # the published Qwen3 configurations
     "qwen3-0.6b": dict(QWEN3, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16),
     "qwen3-1.7b": dict(QWEN3, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16),
     "qwen3-4b": dict(QWEN3, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32),
-    "tiny": dict(vocab_size=2048, head_dim=16, num_key_value_heads=2, tie_word_embeddings=True,
+    "tiny": dict(vocab_size=2048, head_dim=32, num_key_value_heads=2, tie_word_embeddings=True,
                  max_position_embeddings=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4),
 }
@@ -161,12 +166,46 @@ def bench_generation(shape, device, args) -> dict:
     if "hf_static_steps_per_s" in out:
         out["speedup_vs_hf_static"] = out["ours_steps_per_s"] / out["hf_static_steps_per_s"]
 
+    if importlib.util.find_spec("vllm") is not None:  # --rollout-engine vllm's engine on the same rows
+        try:
+            out.update(vllm_generation(model, prompts, N, device, args))
+            out["vllm_vs_ours"] = out["vllm_steps_per_s"] / out["ours_steps_per_s"]
+        except Exception as e:  # noqa: BLE001 (recorded; the other measurements stand)
+            out["vllm_error"] = f"{type(e).__name__}: {e}"[:500]
+
     # roofline: each step reads the weights and, on average, half-way-grown KV caches
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     kv = sdzero.kv_bytes_per_token(cfg, torch.bfloat16) * B * (statistics.mean(lens) + N / 2)
     bw = copy_bandwidth(device, 1 << (30 if device.type == "cuda" else 24))
     out.update(roofline(weight_bytes, kv, bw, out["ours_steps_per_s"]))
     return out
+
+
+def vllm_generation(model, prompts, N: int, device, args) -> dict:
+    """vLLM (what --rollout-engine vllm builds: one LLM in this process) on the model saved to a temporary
+    folder: the same prompts, N new tokens each, no early stop, sampling at 0.7, one seed per row. Its first
+    call is timed apart; the engine is released before the next shape."""
+    vllm = vllm_engine.import_vllm()
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        t0 = time.perf_counter()
+        llm = vllm.LLM(model=folder, skip_tokenizer_init=True, seed=0, dtype="bfloat16", enforce_eager=args.dry_run,
+                       max_model_len=args.prompt_max + N, max_num_seqs=len(prompts), generation_config="vllm",
+                       **({"kv_cache_memory_bytes": 1 << 28} if device.type != "cuda" else
+                          {"gpu_memory_utilization": args.vllm_gpu_memory}))
+        build = time.perf_counter() - t0
+    params = [vllm.SamplingParams(max_tokens=N, min_tokens=N, ignore_eos=True, temperature=0.7, seed=i,
+                                  detokenize=False) for i in range(len(prompts))]
+
+    def call():
+        return llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    t_first, _ = timed(call, device)
+    t, res = timed(call, device)
+    assert all(len(r.outputs[0].token_ids) == N for r in res)
+    del llm
+    gc.collect()
+    return {"vllm_steps_per_s": N / t, "vllm_tokens_per_s": N * len(prompts) / t, "vllm_first_call_s": t_first,
+            "vllm_build_s": build, "vllm": vllm.__version__}
 
 
 def roofline(weight_bytes: float, kv_bytes: float, bandwidth: float, steps_per_s: float) -> dict:
@@ -320,6 +359,7 @@ def main(argv=None) -> dict:
     p.add_argument("--p2-tokens", type=int, default=2048)
     p.add_argument("--chunk", type=int, default=1024, help="response positions per chunk of the LM head")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--vllm-gpu-memory", type=float, default=0.5, help="vLLM's share of the GPU, where it is installed")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="the card's dense bf16 peak (default: by name)")
     args = p.parse_args(argv)
     if args.dry_run:

@@ -81,7 +81,7 @@ def test_the_fingerprint_moves_with_an_optimizer_step_and_a_load(micro):
 def smol():
     model, tok = sdzero.load_model("smollm2-135m", device=torch.device("cpu"))
     engine = vllm_engine.Engine(str(sdzero.embedded_model_dir("smollm2-135m")), dtype=torch.float32,
-                                device=torch.device("cpu"), seed=0, rows=16, row_tokens=256, max_model_len=1024,
+                                device=torch.device("cpu"), seed=0, rows=64, row_tokens=256, max_model_len=1024,
                                 gpu_memory=0.3, sleep=False, distributed=False, config=model.config)
     yield model, tok, engine
     engine.close()
@@ -156,6 +156,12 @@ def test_seeds_and_stops(smol):
     assert [y.response_ids for y in other] != [y.response_ids for y in a]
     for y in a:  # ended by an end-of-turn token (kept, as ours keeps it), or cut at the cap
         assert y.truncated == (y.response_ids[-1] not in stop) and len(y.response_ids) <= 24
+    # Phase 1's revisions: each reviser context three times, seeded, more rows than one step prefills. vLLM
+    # 0.32's CPU build crashed here with chunked prefill on ("CPU Generator does not use offset"): off on CPU.
+    contexts = prompts_of(tok, [f"Note {i}. " + "Read this twice. " * 30 + "Say hi." for i in range(40)])
+    revisions = [c for c in contexts for _ in range(3)]
+    sampled = engine.generate(tok, revisions, list(range(len(revisions))), **kw)
+    assert len(sampled) == len(revisions) and all(y.response_ids for y in sampled)
     theirs, ours = both(model, tok, engine, prompts, stop_strings=["3", " is"])
     assert [y.response_ids for y in theirs] == [y.response_ids for y in ours]
     cut = [y for y in theirs if not y.truncated and y.response_ids[-1] not in stop]
@@ -226,3 +232,16 @@ def test_fsdp2_weights_go_one_gathered_tensor_at_a_time(tmp_path, micro_model_di
                            str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.count(" ok ") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@needs_vllm
+def test_bench_gpu_dry_run_measures_vllm():
+    """bench/gpu.py's vLLM path (what a GPU with vLLM runs) on the tiny shape on CPU."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / "gpu.py"),
+                           "--dry-run", "--skip", "phase2"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    gen = json.loads(proc.stdout.strip().splitlines()[-1])["generation"]["tiny"]
+    assert "vllm_error" not in gen, gen.get("vllm_error")
+    assert gen["vllm_steps_per_s"] > 0 and gen["vllm_vs_ours"] > 0
