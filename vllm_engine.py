@@ -21,8 +21,9 @@ mode, the authors' NeMo-RL), kept to what our run needs:
   between rollouts (level 2: weights and KV cache released; the weights come back by the sync that follows).
   On a CPU its KV cache is sized from --gen-batch-size and the longest rollout (VLLM_CPU_KVCACHE_SPACE, GiB,
   overrides), and sleep does nothing (vLLM's CPU worker ignores it).
-- Side effects undone. vLLM's CPU worker replaces torch.set_num_threads for the whole process and reseeds the
-  global RNGs; both are put back once the engine is built, so training runs as it would without it.
+- Side effects undone. vLLM's CPU worker replaces torch.set_num_threads for the whole process, reseeds the
+  global RNGs and sets environment variables (LD_PRELOAD, LOCAL_WORLD_SIZE, ...) that our later subprocesses
+  and the reward pool would read; all are put back once the engine is built.
 
 Under torchrun every rank builds its own engine (tensor parallel size 1) on the process group torchrun made
 (vLLM's external launcher) and samples its share of the prompts, as our sampler does.
@@ -111,13 +112,15 @@ class Engine:
         self.synced: tuple | None = None  # the fingerprint of the weights vLLM holds (None: none of ours yet)
 
     def build(self) -> None:
-        vllm = import_vllm()
-        set_threads, threads = torch.set_num_threads, torch.get_num_threads()
+        self.vllm = vllm = import_vllm()
+        set_threads, threads, env = torch.set_num_threads, torch.get_num_threads(), dict(os.environ)
         states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
                   torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
         try:
             self.llm = vllm.LLM(**self.kw)
-        finally:
+        finally:  # its CPU platform also sets LD_PRELOAD, LOCAL_WORLD_SIZE (read by verdicts' pool) and more
+            os.environ.clear()
+            os.environ.update(env)
             torch.set_num_threads = set_threads
             torch.set_num_threads(threads)
             random.setstate(states[0])
@@ -125,7 +128,6 @@ class Engine:
             torch.set_rng_state(states[2])
             if states[3] is not None:
                 torch.cuda.set_rng_state_all(states[3])
-        self.vllm = vllm
 
     def sync(self, model: torch.nn.Module, adapter=None) -> bool:
         """The student's weights into vLLM, unless it holds them already. True when weights moved."""
@@ -146,11 +148,11 @@ class Engine:
             try:  # a model vLLM cannot run here (an architecture, a head size its CPU kernels lack) fails at the
                 # first batch: one line, not vLLM's traceback
                 self.build()
-                self.llm.generate([{"prompt_token_ids": list(prompts[0][:8])}],
+                self.llm.generate([{"prompt_token_ids": list(prompts[0][:8]) if prompts else [0]}],
                                   self.vllm.SamplingParams(max_tokens=1, temperature=0.0), use_tqdm=False)
             except Exception as e:
                 last = (str(e).strip().splitlines() or [""])[-1][:300]
-                raise SystemExit(f"--rollout-engine vllm: vLLM {self.vllm.__version__ if self.vllm else ''} "
+                raise SystemExit(f"--rollout-engine vllm: vLLM {self.vllm.__version__} "
                                  f"cannot run {self.kw['model']} here ({type(e).__name__}: {last}); sample with "
                                  f"our own engine instead: --rollout-engine own") from None
         if self.asleep:  # level 2 dropped the weights: wake them, load ours, then the KV cache
@@ -165,7 +167,9 @@ class Engine:
             n=1, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_new_tokens, seed=int(s) % 2**63,
             stop_token_ids=list(stop_ids), stop=list(stop_strings or []), include_stop_str_in_output=True,
             ignore_eos=True, skip_special_tokens=True) for s in seeds]  # ignore_eos: our stop_ids are the stops
-        outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
+        # a rank with no rows of this batch still synced above: under FSDP2 every rank gathers each tensor
+        outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params,
+                                 use_tqdm=False) if prompts else []
         if self.sleep:
             self.llm.sleep(level=2)
             self.asleep = True

@@ -83,6 +83,15 @@ def smol():
     engine = vllm_engine.Engine(str(sdzero.embedded_model_dir("smollm2-135m")), dtype=torch.float32,
                                 device=torch.device("cpu"), seed=0, rows=64, row_tokens=256, max_model_len=1024,
                                 gpu_memory=0.3, sleep=False, distributed=False, config=model.config)
+    vllm_engine.import_vllm()  # its environment defaults, before the snapshot
+    env, threads, set_threads = dict(os.environ), torch.get_num_threads(), torch.set_num_threads
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    engine.build()
+    engine.build_left = {"rng": torch.equal(torch.rand(3), expected), "environ": dict(os.environ) == env,
+                         "threads": torch.get_num_threads() == threads,
+                         "set_num_threads": torch.set_num_threads is set_threads}
     yield model, tok, engine
     engine.close()
 
@@ -245,3 +254,14 @@ def test_bench_gpu_dry_run_measures_vllm():
     gen = json.loads(proc.stdout.strip().splitlines()[-1])["generation"]["tiny"]
     assert "vllm_error" not in gen, gen.get("vllm_error")
     assert gen["vllm_steps_per_s"] > 0 and gen["vllm_vs_ours"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@needs_vllm
+def test_building_the_engine_leaves_the_process_as_it_was(smol):
+    """vLLM's CPU build changes process-wide state while it builds (torch.set_num_threads replaced, the global
+    RNGs reseeded, LD_PRELOAD and LOCAL_WORLD_SIZE set): the engine puts each back (checked by the fixture
+    around the module's one build)."""
+    _, _, engine = smol
+    assert engine.build_left == {"rng": True, "environ": True, "threads": True, "set_num_threads": True}
