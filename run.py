@@ -353,8 +353,6 @@ class Run:
         self.log.close()
         if self.reward is not None:
             self.reward.close()
-        if self.engine is not None:
-            self.engine.close()
 
     def training_pool(self) -> list[tasks.Example]:
         """The questions a method that is not split into two phases draws from: N1 then N2."""

@@ -67,6 +67,7 @@ import revise
 import sdzero
 import tasks
 import teacher_context
+import vllm_engine
 from run import (EpochCursor, Run, derive_seed, final_stage, fmt, loggable, mean, method_stages, optimizer_step,
                  parse_teacher, peak_memory_mib, train_loop, verdict_fields)
 from run_folder import RunFolder, git_commit, prepare_out, print_table, save_model, write_results
@@ -560,6 +561,7 @@ def main(argv=None) -> dict:
         try:
             return train(cfg, d, t_start, commit, folder)
         finally:
+            vllm_engine.close_all()  # --rollout-engine vllm: its teardown needs torchrun's process group
             folder.release()
             parallel.shutdown(d)
 

@@ -87,6 +87,16 @@ def kv_cache_bytes(config, dtype: torch.dtype, rows: int, tokens: int, max_model
     return int(max(per_token * max_model_len, min(per_token * rows * tokens, total // 4)))
 
 
+OPEN: list[Engine] = []  # the engines this process built, closed by close_all before torchrun's group goes
+
+
+def close_all() -> None:
+    """Each engine's vLLM teardown, now: it destroys the process groups vLLM made on torchrun's, which must
+    still exist (at interpreter exit they would not, and vLLM's own finalizer would raise)."""
+    while OPEN:
+        OPEN.pop().close()
+
+
 class Engine:
     """One vllm.LLM for this process, built on first use, holding the student's weights as of its last sync."""
 
@@ -118,6 +128,7 @@ class Engine:
                   torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
         try:
             self.llm = vllm.LLM(**self.kw)
+            OPEN.append(self)
         finally:  # its CPU platform also sets LD_PRELOAD, LOCAL_WORLD_SIZE (read by verdicts' pool) and more
             os.environ.clear()
             os.environ.update(env)
@@ -178,4 +189,8 @@ class Engine:
                 for p, o in zip(prompts, outs)]
 
     def close(self) -> None:
+        if self.llm is not None:  # the in-process engine core's own finalizer (it runs once)
+            finalizer = getattr(self.llm.llm_engine.engine_core, "_finalizer", None)
+            if finalizer is not None:
+                finalizer()
         self.llm = None

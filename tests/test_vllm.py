@@ -21,7 +21,7 @@ import config
 import lora
 import sdzero
 import vllm_engine
-from test_train import kill_mid_phase, run_cli, untimed
+from test_train import kill_mid_phase, run_cli, train_command, untimed
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 needs_vllm = pytest.mark.skipif(not HAVE_VLLM and os.environ.get("SDZERO_REQUIRE_VLLM") != "1",
@@ -265,3 +265,26 @@ def test_building_the_engine_leaves_the_process_as_it_was(smol):
     around the module's one build)."""
     _, _, engine = smol
     assert engine.build_left == {"rng": True, "environ": True, "threads": True, "set_num_threads": True}
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@needs_vllm
+def test_under_torchrun_every_rank_samples_with_its_own_engine(tmp_path):
+    """torchrun, 2 processes (DDP, gloo): each rank builds its engine on torchrun's process group (vLLM's
+    external launcher), samples its share, and the run ends cleanly (vLLM's teardown before the group goes:
+    no traceback). Its greedy base evaluation equals our sampler's in one process."""
+    out, base = tmp_path / "run", tmp_path / "base"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
+    flags = ["--n1", "8", "--n2", "4", "--n-eval", "8", "--p2-steps", "1", "--p2-batch-size", "4", "--srt-epochs",
+             "1", "--srt-batch-size", "4"]
+    proc = subprocess.run(train_command(["--rollout-engine", "vllm", *flags, "--out", str(out)], nproc=2),
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2 and (out / "model" / "model.safetensors").exists()
+    own = run_cli(["--method", "base", "--n-eval", "8", "--out", str(base)], timeout=600)
+    assert own.returncode == 0, own.stderr[-2000:]
+    assert results["base_accuracy"] == json.loads((base / "results.json").read_text())["base_accuracy"]
