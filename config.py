@@ -80,7 +80,7 @@ class Config:
                                  "they get False. Self-distillation with a privileged teacher can hurt thinking "
                                  "models (README)")
     fewshot: bool = knob(True, "worked example turns before each question, one showing a revision (tasks.FEWSHOT)")
-    # sampling (sdzero-spec.md, Phase 1 step 1 and Phase 2)
+    # sampling (README: The paper, equation by equation; Phase 1 step 1 and Phase 2)
     max_new_tokens: int = knob(48, "new tokens per sample (paper: 16K)")
     temperature: float = knob(0.7, "sampling temperature for training rollouts (paper 0.7; authors' code 1.0)")
     p1_top_p: float = knob(1.0, "Phase 1 top-p, y_init and revisions (paper: none; authors' "
@@ -209,7 +209,7 @@ PRESETS = {
                   math_max_operand=9, max_new_tokens=24, gen_batch_size=32, srt_epochs=1, srt_batch_size=4,
                   srt_lr=1e-3, p2_steps=3, p2_batch_size=4, p2_lr=1e-4, loss_chunk=7, save_every=1,
                   teacher_max_len=128),
-    # Qwen3-4B-Instruct-2507 on 8 GPUs (sdzero-spec.md hyperparameters); needs the Hub. Under torchrun, FSDP2,
+    # Qwen3-4B-Instruct-2507 on 8 GPUs (the paper's hyperparameters, README); needs the Hub. Under torchrun, FSDP2,
     # activation checkpointing and one answer per Phase 2 forward: 4B fp32 weights + AdamW are 64 GB before the
     # activations of 16K-token answers (these memory settings are reasoned, not measured: no GPU yet).
     "paper": dict(model="Qwen/Qwen3-4B-Instruct-2507", dataset="openr1-math", eval_dataset="math-500", out="runs/paper",

@@ -394,23 +394,19 @@ class Run:
         stop_ids = sorted(set(self.end_ids) | self.p1_stop_ids) if p1_stops else self.end_ids
         stop_strings = self.p1_stop_strings if p1_stops else None
         mine = parallel.my_rows(d, len(prompts))
+        rows, row_seeds = [prompts[i] for i in mine], [seeds[i] for i in mine]
+        sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=getattr(cfg, f"{stage}_top_p"),
+                        top_k=getattr(cfg, f"{stage}_top_k"), stop_ids=stop_ids, stop_strings=stop_strings)
         if self.engine is not None:  # vLLM: the student's weights synced in first, if they changed
-            ys = self.engine.generate(self.tok, [prompts[i] for i in mine], [seeds[i] for i in mine],
-                                      max_new_tokens=max_new_tokens, temperature=temperature,
-                                      top_p=getattr(cfg, f"{stage}_top_p"), top_k=getattr(cfg, f"{stage}_top_k"),
-                                      stop_ids=stop_ids, stop_strings=stop_strings, model=self.student.model,
-                                      adapter=self.adapter)
+            ys = self.engine.generate(self.tok, rows, row_seeds, model=self.student.model, adapter=self.adapter,
+                                      **sampling)
         else:
             with parallel.rollout_mode(self.student.policy, d), parallel.amp(self.autocast, self.device.type), \
                     tqdm(total=len(mine), desc=desc, leave=False, disable=not d.main) as bar:
-                ys = sdzero.generate(self.sampling_model(), self.tok, [prompts[i] for i in mine],
-                                     max_new_tokens=max_new_tokens, temperature=temperature,
-                                     seeds=[seeds[i] for i in mine],
-                                     top_p=getattr(cfg, f"{stage}_top_p"), top_k=getattr(cfg, f"{stage}_top_k"),
-                                     stop_ids=stop_ids, stop_strings=stop_strings, batch_size=cfg.gen_batch_size,
-                                     progress=bar,
+                ys = sdzero.generate(self.sampling_model(), self.tok, rows, seeds=row_seeds,
+                                     batch_size=cfg.gen_batch_size, progress=bar,
                                      # FSDP2's hooks stay on the gathered layers: sample without CUDA graphs there
-                                     compile=False if d.strategy == "fsdp" else None)
+                                     compile=False if d.strategy == "fsdp" else None, **sampling)
         if p1_stops:  # the stop is cut and the end of turn put in its place
             ys = [sdzero.end_at_stop(self.tok, y, self.p1_stop_ids, stop_strings or [], self.eot_id) for y in ys]
         vs = self.verdicts([y.text for y in ys], [examples[i] for i in mine])
